@@ -1,0 +1,1 @@
+//! Benchmark workloads shared by `lamina bench` and the criterion benches.

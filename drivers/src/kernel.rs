@@ -1,0 +1,348 @@
+//! The kernel frontend: performs [`MountSpec::Bind`] and [`MountSpec::Overlay`]
+//! with the kernel's own mounts.
+//!
+//! Overlay mounts use the new mount API (`fsopen`/`fsconfig`/`fsmount`/`move_mount`)
+//! and pass each lower directory with `lowerdir+`, so the number of layers is not
+//! limited by the page-sized option string of `mount(2)`. Where the kernel lacks
+//! `lowerdir+` (before 6.8) the classic option string is used.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use crate::error::{DriverError, Result};
+use crate::mount::{Frontend, FrontendKind, MountSpec};
+
+/// The most lower layers the kernel's overlayfs stacks (`OVL_MAX_STACK`).
+pub const OVERLAY_MAX_LOWERS: usize = 500;
+
+/// Mounts with the kernel: bind mounts and overlayfs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KernelFrontend;
+
+impl Frontend for KernelFrontend {
+    fn kind(&self) -> FrontendKind {
+        FrontendKind::Kernel
+    }
+
+    fn mount(&self, spec: MountSpec, target: &Path) -> Result<()> {
+        match spec {
+            MountSpec::Bind { source, read_only } => bind_mount(&source, target, read_only),
+            MountSpec::Overlay {
+                lowers,
+                upper,
+                options,
+            } => overlay_mount(&lowers, upper.as_ref().map(|(u, w)| (u.as_path(), w.as_path())), &options, target),
+            MountSpec::Stack { .. } => Err(DriverError::Unsupported(
+                "a layer stack is served by the FUSE frontend, not the kernel (use --frontend fuse)".into(),
+            )),
+        }
+    }
+
+    fn unmount(&self, target: &Path) -> Result<()> {
+        unmount(target)
+    }
+}
+
+/// Whether the running kernel lists `fstype` in `/proc/filesystems`.
+pub fn kernel_has_filesystem(fstype: &str) -> bool {
+    std::fs::read_to_string("/proc/filesystems")
+        .map(|s| s.lines().any(|l| l.split_whitespace().last() == Some(fstype)))
+        .unwrap_or(false)
+}
+
+fn mount_err(target: &Path, what: &str, e: impl std::fmt::Display) -> DriverError {
+    DriverError::Mount {
+        target: target.to_path_buf(),
+        reason: format!("{what}: {e}"),
+    }
+}
+
+/// Bind-mounts `source` on `target`, read-only if asked.
+pub fn bind_mount(source: &Path, target: &Path, read_only: bool) -> Result<()> {
+    mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| mount_err(target, &format!("bind mount of {}", source.display()), e))?;
+    if read_only {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        if let Err(e) = mount(None::<&str>, target, None::<&str>, flags, None::<&str>) {
+            let _ = umount2(target, MntFlags::MNT_DETACH);
+            return Err(mount_err(target, "read-only remount", e));
+        }
+    }
+    Ok(())
+}
+
+/// Unmounts `target`; a dead FUSE mount (ENOTCONN) is detached lazily.
+pub fn unmount(target: &Path) -> Result<()> {
+    match umount2(target, MntFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::ENOTCONN) => {
+            umount2(target, MntFlags::MNT_DETACH).map_err(|e| mount_err(target, "lazy unmount", e))
+        }
+        Err(nix::errno::Errno::EBUSY) => Err(mount_err(
+            target,
+            "unmount",
+            "target is busy (a process has files open or its working directory there)",
+        )),
+        Err(e) => Err(mount_err(target, "unmount", e)),
+    }
+}
+
+fn cstring(s: impl AsRef<[u8]>) -> Result<CString> {
+    CString::new(s.as_ref()).map_err(|_| DriverError::Other("path contains a NUL byte".into()))
+}
+
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const MOUNT_ATTR_RDONLY: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+
+/// A filesystem context opened with `fsopen`.
+struct FsContext {
+    fd: OwnedFd,
+}
+
+impl FsContext {
+    fn open(fstype: &CStr) -> std::io::Result<Self> {
+        // SAFETY: fsopen takes a NUL-terminated name and flags; it returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this descriptor to us.
+        Ok(FsContext {
+            fd: unsafe { OwnedFd::from_raw_fd(fd as i32) },
+        })
+    }
+
+    fn set(&self, key: &str, value: Option<&[u8]>) -> std::io::Result<()> {
+        let key = CString::new(key).expect("option keys have no NUL");
+        let value = value.map(|v| CString::new(v).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL)));
+        let value = value.transpose()?;
+        let (cmd, ptr) = match &value {
+            Some(v) => (FSCONFIG_SET_STRING, v.as_ptr()),
+            None => (FSCONFIG_SET_FLAG, std::ptr::null()),
+        };
+        // SAFETY: key and value are valid NUL-terminated strings that outlive the call.
+        let r = unsafe { libc::syscall(libc::SYS_fsconfig, self.fd.as_raw_fd(), cmd, key.as_ptr(), ptr, 0) };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn create_and_mount(self, read_only: bool, target: &Path) -> std::io::Result<()> {
+        // SAFETY: plain syscalls on descriptors we own.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                self.fd.as_raw_fd(),
+                FSCONFIG_CMD_CREATE,
+                std::ptr::null::<libc::c_char>(),
+                std::ptr::null::<libc::c_char>(),
+                0,
+            )
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let attrs = if read_only { MOUNT_ATTR_RDONLY } else { 0 };
+        // SAFETY: as above.
+        let mfd = unsafe { libc::syscall(libc::SYS_fsmount, self.fd.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) };
+        if mfd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this descriptor to us.
+        let mfd = unsafe { OwnedFd::from_raw_fd(mfd as i32) };
+        let target = CString::new(target.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        let empty = c"";
+        // SAFETY: valid descriptors and NUL-terminated strings.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                mfd.as_raw_fd(),
+                empty.as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Reads the kernel's messages about the last failure from the context fd.
+    fn messages(&self) -> String {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 512];
+        loop {
+            // SAFETY: reading into a local buffer.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            out.push(String::from_utf8_lossy(&buf[..n as usize]).trim().to_string());
+        }
+        out.join("; ")
+    }
+}
+
+/// Mounts an overlay of `lowers` (top first) with an optional upper/work pair on `target`.
+pub fn overlay_mount(
+    lowers: &[std::path::PathBuf],
+    upper: Option<(&Path, &Path)>,
+    options: &[String],
+    target: &Path,
+) -> Result<()> {
+    if lowers.is_empty() {
+        return Err(mount_err(target, "overlay", "no lower layers"));
+    }
+    if lowers.len() > OVERLAY_MAX_LOWERS {
+        return Err(DriverError::Unsupported(format!(
+            "the image has {} layers; the kernel's overlayfs stacks at most {OVERLAY_MAX_LOWERS} (use --frontend fuse)",
+            lowers.len()
+        )));
+    }
+    let ctx = FsContext::open(c"overlay").map_err(|e| mount_err(target, "fsopen overlay", e))?;
+    let fail = |ctx: &FsContext, what: &str, e: std::io::Error| {
+        let detail = ctx.messages();
+        if detail.is_empty() {
+            mount_err(target, what, e)
+        } else {
+            mount_err(target, what, format!("{e} ({detail})"))
+        }
+    };
+    ctx.set("source", Some(b"lamina")).map_err(|e| fail(&ctx, "overlay source", e))?;
+    if let Err(e) = ctx.set("lowerdir+", Some(lowers[0].as_os_str().as_bytes())) {
+        if e.raw_os_error() == Some(libc::EINVAL) {
+            // Kernels before 6.8 have no `lowerdir+`: fall back to the option string.
+            return overlay_mount_legacy(lowers, upper, options, target);
+        }
+        return Err(fail(&ctx, &format!("overlay lower {}", lowers[0].display()), e));
+    }
+    for lower in &lowers[1..] {
+        ctx.set("lowerdir+", Some(lower.as_os_str().as_bytes()))
+            .map_err(|e| fail(&ctx, &format!("overlay lower {}", lower.display()), e))?;
+    }
+    if let Some((upper, work)) = upper {
+        ctx.set("upperdir", Some(upper.as_os_str().as_bytes()))
+            .map_err(|e| fail(&ctx, "overlay upperdir", e))?;
+        ctx.set("workdir", Some(work.as_os_str().as_bytes()))
+            .map_err(|e| fail(&ctx, "overlay workdir", e))?;
+    }
+    for opt in options {
+        let r = match opt.split_once('=') {
+            Some((k, v)) => ctx.set(k, Some(v.as_bytes())),
+            None => ctx.set(opt, None),
+        };
+        r.map_err(|e| fail(&ctx, &format!("overlay option {opt}"), e))?;
+    }
+    let messages = ctx.fd.try_clone().ok().map(|fd| FsContext { fd });
+    ctx.create_and_mount(upper.is_none(), target).map_err(|e| match &messages {
+        Some(m) => fail(m, "overlay", e),
+        None => mount_err(target, "overlay", e),
+    })
+}
+
+fn overlay_mount_legacy(
+    lowers: &[std::path::PathBuf],
+    upper: Option<(&Path, &Path)>,
+    options: &[String],
+    target: &Path,
+) -> Result<()> {
+    let mut data = Vec::new();
+    data.extend_from_slice(b"lowerdir=");
+    for (i, lower) in lowers.iter().enumerate() {
+        if i > 0 {
+            data.push(b':');
+        }
+        for &b in lower.as_os_str().as_bytes() {
+            if b == b':' || b == b',' || b == b'\\' {
+                data.push(b'\\');
+            }
+            data.push(b);
+        }
+    }
+    if let Some((u, w)) = upper {
+        data.extend_from_slice(b",upperdir=");
+        data.extend_from_slice(u.as_os_str().as_bytes());
+        data.extend_from_slice(b",workdir=");
+        data.extend_from_slice(w.as_os_str().as_bytes());
+    }
+    for opt in options {
+        data.push(b',');
+        data.extend_from_slice(opt.as_bytes());
+    }
+    let page = 4096;
+    if data.len() >= page {
+        return Err(DriverError::Unsupported(format!(
+            "overlay mount options are {} bytes, over this kernel's {page}-byte limit (use --frontend fuse)",
+            data.len()
+        )));
+    }
+    let data = cstring(&data)?;
+    let flags = if upper.is_none() { MsFlags::MS_RDONLY } else { MsFlags::empty() };
+    mount(Some("lamina"), target, Some("overlay"), flags, Some(data.as_c_str()))
+        .map_err(|e| mount_err(target, "overlay", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn privileged() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    #[test]
+    fn overlay_of_two_lowers_shows_the_top_one_first() {
+        if !privileged() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let (a, b, m) = (t.path().join("a"), t.path().join("b"), t.path().join("m"));
+        for d in [&a, &b, &m] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(a.join("f"), "top").unwrap();
+        std::fs::write(b.join("f"), "bottom").unwrap();
+        std::fs::write(b.join("g"), "only-bottom").unwrap();
+        overlay_mount(&[a.clone(), b.clone()], None, &[], &m).unwrap();
+        let top = std::fs::read_to_string(m.join("f"));
+        let g = std::fs::read_to_string(m.join("g"));
+        let write = std::fs::write(m.join("new"), "x");
+        unmount(&m).unwrap();
+        assert_eq!(top.unwrap(), "top");
+        assert_eq!(g.unwrap(), "only-bottom");
+        assert!(write.is_err(), "a lower-only overlay is read-only");
+    }
+
+    #[test]
+    fn read_only_bind_refuses_writes() {
+        if !privileged() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let (s, m) = (t.path().join("s"), t.path().join("m"));
+        std::fs::create_dir(&s).unwrap();
+        std::fs::create_dir(&m).unwrap();
+        std::fs::write(s.join("f"), "x").unwrap();
+        bind_mount(&s, &m, true).unwrap();
+        let read = std::fs::read_to_string(m.join("f"));
+        let write = std::fs::write(m.join("g"), "y");
+        unmount(&m).unwrap();
+        assert_eq!(read.unwrap(), "x");
+        assert_eq!(write.unwrap_err().raw_os_error(), Some(libc::EROFS));
+    }
+}

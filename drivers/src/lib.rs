@@ -1,0 +1,20 @@
+//! Lamina's storage drivers.
+//!
+//! Every driver implements [`Driver`]: the graph-driver operations (create, remove,
+//! apply a layer diff, produce a diff, list changes, ...). A driver never mounts
+//! anything itself: it *describes* a mount as a [`MountSpec`] and a [`Frontend`]
+//! performs it (the kernel frontend in [`kernel`], the FUSE frontend in the
+//! `fuse-frontend` crate). [`MountTable`] adds reference-counted get/put on top.
+//!
+//! Layers are read by the FUSE frontend through [`LayerReader`], which presents
+//! each driver's native whiteout format uniformly.
+
+pub mod driver;
+pub mod error;
+pub mod layer;
+pub mod mount;
+
+pub use driver::{Change, ChangeKind, Driver, DriverStatus, LayerId};
+pub use error::{DriverError, Result};
+pub use layer::{Entry, FileKind, LayerReader};
+pub use mount::{Frontend, FrontendKind, MountSpec};

@@ -1,0 +1,121 @@
+//! Mount descriptions and frontends.
+//!
+//! A driver describes a mount ([`MountSpec`]); a [`Frontend`] performs it. The
+//! kernel frontend handles [`MountSpec::Overlay`] and [`MountSpec::Bind`]; the
+//! FUSE frontend handles [`MountSpec::Stack`] (and can serve any driver).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::layer::LayerReader;
+
+/// Which frontend serves a mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrontendKind {
+    /// The kernel mounts it (overlay, bind, aufs, squashfs loop devices).
+    Kernel,
+    /// Lamina's FUSE daemon serves a merged view in userspace.
+    Fuse,
+}
+
+impl fmt::Display for FrontendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FrontendKind::Kernel => "kernel",
+            FrontendKind::Fuse => "fuse",
+        })
+    }
+}
+
+impl std::str::FromStr for FrontendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "kernel" => Ok(FrontendKind::Kernel),
+            "fuse" => Ok(FrontendKind::Fuse),
+            other => Err(format!("unknown frontend {other:?} (kernel or fuse)")),
+        }
+    }
+}
+
+/// The whiteout format of a writable upper directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WhiteoutFormat {
+    /// Overlay: char device 0/0 whiteouts, `trusted.overlay.opaque=y` (or `user.overlay.*` when `userxattr`).
+    Overlay {
+        /// Use `user.overlay.*` xattrs (unprivileged).
+        userxattr: bool,
+    },
+    /// AUFS/OCI: `.wh.NAME` files and `.wh..wh..opq`.
+    Aufs,
+    /// No whiteouts: the upper is a complete copy (vfs).
+    None,
+}
+
+/// How to mount a layer chain.
+pub enum MountSpec {
+    /// A bind mount of one directory (vfs).
+    Bind {
+        /// The directory to bind.
+        source: PathBuf,
+        /// Mount read-only.
+        read_only: bool,
+    },
+    /// A kernel overlay mount.
+    Overlay {
+        /// Lower directories, top first.
+        lowers: Vec<PathBuf>,
+        /// Upper and work directories for read-write mounts.
+        upper: Option<(PathBuf, PathBuf)>,
+        /// Extra mount options (`index=off`, `userxattr`, ...).
+        options: Vec<String>,
+    },
+    /// A stack of layers for the FUSE frontend.
+    Stack {
+        /// Read-only layers, top first.
+        lowers: Vec<Arc<dyn LayerReader>>,
+        /// The writable upper directory and its work directory, for read-write mounts.
+        upper: Option<(PathBuf, PathBuf)>,
+        /// How whiteouts are written into the upper.
+        whiteouts: WhiteoutFormat,
+    },
+}
+
+impl fmt::Debug for MountSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MountSpec::Bind { source, read_only } => f
+                .debug_struct("Bind")
+                .field("source", source)
+                .field("read_only", read_only)
+                .finish(),
+            MountSpec::Overlay { lowers, upper, options } => f
+                .debug_struct("Overlay")
+                .field("lowers", lowers)
+                .field("upper", upper)
+                .field("options", options)
+                .finish(),
+            MountSpec::Stack { lowers, upper, whiteouts } => f
+                .debug_struct("Stack")
+                .field("lowers", &lowers.len())
+                .field("upper", upper)
+                .field("whiteouts", whiteouts)
+                .finish(),
+        }
+    }
+}
+
+/// Performs mounts described by drivers.
+pub trait Frontend: Send + Sync {
+    /// Which frontend this is.
+    fn kind(&self) -> FrontendKind;
+    /// Mounts `spec` at `target` (an existing directory). Returns once the mount answers.
+    fn mount(&self, spec: MountSpec, target: &Path) -> Result<()>;
+    /// Unmounts `target`.
+    fn unmount(&self, target: &Path) -> Result<()>;
+}

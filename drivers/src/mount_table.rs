@@ -1,0 +1,364 @@
+//! Reference-counted get/put of mounted roots.
+//!
+//! Every mount Lamina makes is recorded in `<store root>/mounts.json` under a
+//! file lock. A second mount of a layer that is already mounted reuses the first
+//! one (a bind mount of it), so two views of a container share one overlay
+//! upper or one FUSE daemon; the layer stays mounted until its last mountpoint
+//! is put. Records whose mount vanished (a crash, a manual `umount`) or died (a
+//! killed FUSE daemon: `ENOTCONN`) are found and cleaned by the next command.
+
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::driver::{Driver, LayerId};
+use crate::error::{DriverError, IoContext, Result};
+use crate::kernel;
+use crate::mount::{Frontend, FrontendKind};
+
+/// One mountpoint Lamina made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountRecord {
+    /// Where it is mounted (canonical path).
+    pub mountpoint: PathBuf,
+    /// The driver holding the layer.
+    pub driver: String,
+    /// The driver's layer id.
+    pub layer: String,
+    /// What the user named (image or container), for listings.
+    pub label: String,
+    /// The frontend serving it.
+    pub frontend: FrontendKind,
+    /// Mounted read-only.
+    pub read_only: bool,
+    /// The mountpoint this one is a bind of, when it reused an existing mount.
+    pub shares: Option<PathBuf>,
+    /// The serving daemon's pid (FUSE).
+    pub pid: Option<u32>,
+}
+
+/// The table of Lamina's mounts under one store root.
+#[derive(Debug, Clone)]
+pub struct MountTable {
+    file: PathBuf,
+    lock: PathBuf,
+}
+
+/// What a request to mount asks for.
+#[derive(Debug, Clone)]
+pub struct MountRequest<'a> {
+    /// The layer to mount.
+    pub layer: &'a LayerId,
+    /// What the user named, for listings.
+    pub label: &'a str,
+    /// Read-only view.
+    pub read_only: bool,
+    /// Where to mount it.
+    pub target: &'a Path,
+}
+
+struct TableLock(File);
+
+impl Drop for TableLock {
+    fn drop(&mut self) {
+        // SAFETY: unlocking a descriptor we own.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+impl MountTable {
+    /// The table of the store at `store_root`.
+    pub fn new(store_root: &Path) -> Self {
+        MountTable {
+            file: store_root.join("mounts.json"),
+            lock: store_root.join("mounts.lock"),
+        }
+    }
+
+    fn lock(&self) -> Result<TableLock> {
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock)
+            .ctx("open", &self.lock)?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error()).ctx("lock", &self.lock);
+        }
+        Ok(TableLock(f))
+    }
+
+    fn load(&self) -> Result<Vec<MountRecord>> {
+        match std::fs::read(&self.file) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| DriverError::Other(format!("{} is corrupt: {e}", self.file.display()))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e).ctx("read", &self.file),
+        }
+    }
+
+    fn save(&self, records: &[MountRecord]) -> Result<()> {
+        let tmp = self.file.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(records).expect("mount records serialize");
+        std::fs::write(&tmp, bytes).ctx("write", &tmp)?;
+        std::fs::rename(&tmp, &self.file).ctx("rename", &self.file)
+    }
+
+    /// All live mounts, after cleaning stale records.
+    pub fn list(&self) -> Result<Vec<MountRecord>> {
+        let _g = self.lock()?;
+        let records = self.prune_locked()?;
+        Ok(records)
+    }
+
+    /// The live mounts of one layer.
+    pub fn mounts_of(&self, driver: &str, layer: &LayerId) -> Result<Vec<MountRecord>> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|r| r.driver == driver && r.layer == layer)
+            .collect())
+    }
+
+    /// Removes records whose mount is gone and detaches dead mounts. Returns what stays.
+    fn prune_locked(&self) -> Result<Vec<MountRecord>> {
+        let records = self.load()?;
+        let table = MountInfo::read()?;
+        let mut keep = Vec::with_capacity(records.len());
+        let mut changed = false;
+        for r in records {
+            if !table.is_mountpoint(&r.mountpoint) {
+                tracing::info!(mountpoint = %r.mountpoint.display(), "forgetting a mount that is gone");
+                changed = true;
+                continue;
+            }
+            if is_dead(&r.mountpoint) {
+                tracing::warn!(mountpoint = %r.mountpoint.display(), "detaching a dead mount");
+                let _ = nix::mount::umount2(&r.mountpoint, nix::mount::MntFlags::MNT_DETACH);
+                changed = true;
+                continue;
+            }
+            keep.push(r);
+        }
+        if changed {
+            self.save(&keep)?;
+        }
+        Ok(keep)
+    }
+
+    /// Cleans stale records and dead mounts (every command may call this first).
+    pub fn prune(&self) -> Result<()> {
+        let _g = self.lock()?;
+        self.prune_locked().map(|_| ())
+    }
+
+    /// Mounts `req.layer` of `driver` at `req.target` through `frontend`, reusing an
+    /// existing mount of the same layer when there is one.
+    pub fn get(&self, driver: &dyn Driver, frontend: &dyn Frontend, req: &MountRequest<'_>) -> Result<MountRecord> {
+        let target = std::fs::canonicalize(req.target).ctx("mountpoint", req.target)?;
+        if !target.is_dir() {
+            return Err(DriverError::Mount {
+                target,
+                reason: "the mountpoint is not a directory".into(),
+            });
+        }
+        let _g = self.lock()?;
+        let mut records = self.prune_locked()?;
+        if MountInfo::read()?.is_mountpoint(&target) {
+            return Err(DriverError::Mount {
+                target,
+                reason: "the mountpoint is already in use (something is mounted there)".into(),
+            });
+        }
+        if !driver.exists(req.layer) {
+            return Err(DriverError::NoSuchLayer(req.layer.to_string()));
+        }
+        let same_layer: Vec<&MountRecord> = records
+            .iter()
+            .filter(|r| r.driver == driver.name() && r.layer == req.layer)
+            .collect();
+        if let Some(other) = same_layer.iter().find(|r| r.frontend != frontend.kind() && !r.read_only) {
+            return Err(DriverError::Mount {
+                target,
+                reason: format!(
+                    "{} is mounted read-write through the {} frontend at {}; unmount it first",
+                    req.label,
+                    other.frontend,
+                    other.mountpoint.display()
+                ),
+            });
+        }
+        let reuse = same_layer
+            .iter()
+            .find(|r| r.frontend == frontend.kind() && r.read_only == req.read_only)
+            .map(|r| (*r).clone());
+        let record = match reuse {
+            Some(first) => {
+                kernel::bind_mount(&first.mountpoint, &target, req.read_only)?;
+                MountRecord {
+                    mountpoint: target,
+                    shares: Some(first.shares.clone().unwrap_or(first.mountpoint.clone())),
+                    ..first
+                }
+            }
+            None => {
+                let spec = driver.mount_spec(req.layer, frontend.kind(), req.read_only)?;
+                frontend.mount(spec, &target)?;
+                MountRecord {
+                    mountpoint: target,
+                    driver: driver.name().to_string(),
+                    layer: req.layer.to_string(),
+                    label: req.label.to_string(),
+                    frontend: frontend.kind(),
+                    read_only: req.read_only,
+                    shares: None,
+                    pid: None,
+                }
+            }
+        };
+        records.push(record.clone());
+        self.save(&records)?;
+        Ok(record)
+    }
+
+    /// Mounts something that is not a driver layer (e.g. a single layer's view) with
+    /// `mount`, and records it so `put` and pruning treat it like any other mount.
+    pub fn adopt(&self, record: MountRecord, mount: impl FnOnce(&Path) -> Result<()>) -> Result<MountRecord> {
+        let _g = self.lock()?;
+        let mut records = self.prune_locked()?;
+        if MountInfo::read()?.is_mountpoint(&record.mountpoint) {
+            return Err(DriverError::Mount {
+                target: record.mountpoint,
+                reason: "the mountpoint is already in use (something is mounted there)".into(),
+            });
+        }
+        mount(&record.mountpoint)?;
+        records.push(record.clone());
+        self.save(&records)?;
+        Ok(record)
+    }
+
+    /// Records the serving daemon of a mountpoint (the FUSE frontend calls this).
+    pub fn set_pid(&self, mountpoint: &Path, pid: u32) -> Result<()> {
+        let _g = self.lock()?;
+        let mut records = self.load()?;
+        for r in records.iter_mut().filter(|r| r.mountpoint == mountpoint) {
+            r.pid = Some(pid);
+        }
+        self.save(&records)
+    }
+
+    /// Unmounts `target` and forgets it. A dead mount is detached. The layer stays
+    /// mounted elsewhere while other mountpoints of it remain.
+    pub fn put(&self, target: &Path, frontend_of: &dyn Fn(FrontendKind) -> Result<Box<dyn Frontend>>) -> Result<MountRecord> {
+        let canonical = std::fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
+        let _g = self.lock()?;
+        let mut records = self.load()?;
+        let Some(pos) = records.iter().position(|r| r.mountpoint == canonical) else {
+            if is_dead(&canonical) && MountInfo::read()?.is_mountpoint(&canonical) {
+                kernel::unmount(&canonical)?;
+                return Err(DriverError::Mount {
+                    target: canonical,
+                    reason: "was a dead mount Lamina did not record; detached it".into(),
+                });
+            }
+            return Err(DriverError::Mount {
+                target: canonical,
+                reason: "not a Lamina mount".into(),
+            });
+        };
+        let record = records[pos].clone();
+        if MountInfo::read()?.is_mountpoint(&canonical) {
+            if record.shares.is_some() || is_dead(&canonical) {
+                kernel::unmount(&canonical)?;
+            } else {
+                frontend_of(record.frontend)?.unmount(&canonical)?;
+            }
+        }
+        records.remove(pos);
+        self.save(&records)?;
+        Ok(record)
+    }
+}
+
+/// Whether a mountpoint answers `ENOTCONN` (a FUSE daemon that died).
+fn is_dead(path: &Path) -> bool {
+    matches!(std::fs::metadata(path), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN))
+}
+
+/// The mount table of this process's namespace (`/proc/self/mountinfo`).
+#[derive(Debug, Clone)]
+pub struct MountInfo {
+    mountpoints: Vec<(PathBuf, String)>,
+}
+
+impl MountInfo {
+    /// Reads `/proc/self/mountinfo`.
+    pub fn read() -> Result<Self> {
+        let text = std::fs::read_to_string("/proc/self/mountinfo").ctx("read", "/proc/self/mountinfo")?;
+        let mountpoints = text
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split(' ');
+                let mountpoint = fields.nth(4)?;
+                let fstype = line.split(" - ").nth(1)?.split(' ').next()?;
+                Some((PathBuf::from(unescape_octal(mountpoint)), fstype.to_string()))
+            })
+            .collect();
+        Ok(MountInfo { mountpoints })
+    }
+
+    /// Whether something is mounted exactly at `path`.
+    pub fn is_mountpoint(&self, path: &Path) -> bool {
+        self.mountpoints.iter().any(|(m, _)| m == path)
+    }
+
+    /// The filesystem type of the topmost mount at `path`.
+    pub fn fstype(&self, path: &Path) -> Option<&str> {
+        self.mountpoints
+            .iter()
+            .rev()
+            .find(|(m, _)| m == path)
+            .map(|(_, t)| t.as_str())
+    }
+}
+
+/// Decodes mountinfo's `\040`-style escapes.
+fn unescape_octal(s: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    std::ffi::OsString::from_vec(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(unescape_octal(r"/mnt/a\040b"), std::ffi::OsString::from("/mnt/a b"));
+        assert_eq!(unescape_octal(r"/plain"), std::ffi::OsString::from("/plain"));
+        assert_eq!(unescape_octal(r"/x\134"), std::ffi::OsString::from("/x\\"));
+    }
+
+    #[test]
+    fn the_root_is_a_mountpoint() {
+        assert!(MountInfo::read().unwrap().is_mountpoint(Path::new("/")));
+    }
+}

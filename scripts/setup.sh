@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what Lamina needs on a fresh Debian machine (run as root): FUSE, the
+# squashfs tools and library, runc, a static busybox for the sample image, and
+# cargo-nextest for the test suite. Safe to run again.
+set -euo pipefail
+packages=(fuse3 libsquashfs-dev libclang-dev pkg-config squashfs-tools squashfs-tools-ng runc busybox-static attr btrfs-progs e2fsprogs)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+modprobe overlay 2>/dev/null || true
+modprobe fuse 2>/dev/null || true
+if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi

@@ -1,0 +1,167 @@
+//! The command line, as clap parses it. The names here are the CLI's contract.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Lamina: container storage drivers (overlay2, aufs, vfs, squashfs) with kernel and FUSE frontends.
+#[derive(Debug, Parser)]
+#[command(name = "lamina", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// The store root (default: $LAMINA_ROOT, else /var/lib/lamina as root, else $XDG_DATA_HOME/lamina).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output format of listing commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Import a docker-archive (`docker save`), an OCI image layout (dir or tar) or a single layer tar (plain, gzip, zstd).
+    Import {
+        /// The archive, layout directory or layer tar.
+        path: PathBuf,
+        /// Name the image NAME:TAG (overrides the names in the archive).
+        #[arg(long, value_name = "NAME:TAG")]
+        name: Option<String>,
+    },
+    /// List images.
+    Images {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Show an image's metadata, layers and config as JSON.
+    Inspect {
+        /// Image name, id or id prefix.
+        image: String,
+    },
+    /// Remove an image name (by id: every name); blobs stay until `gc`.
+    Rmi {
+        /// Image name, id or id prefix.
+        image: String,
+    },
+    /// Remove unreferenced blobs, layers and driver data.
+    Gc,
+    /// Disk usage of images, layers and containers (shared layers counted once).
+    Df {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// List every driver × frontend and whether it works here.
+    Drivers {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Create a container: a writable layer on top of an image.
+    Create {
+        /// Storage driver (default: the best available here).
+        #[arg(long)]
+        driver: Option<String>,
+        /// Image name, id or id prefix.
+        image: String,
+        /// The container's name.
+        container: String,
+    },
+    /// Remove a container and its writable layer.
+    Rm {
+        /// Container name or id.
+        container: String,
+    },
+    /// List containers.
+    Ps {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Mount an image (read-only) or a container (read-write) on MOUNTPOINT.
+    Mount {
+        /// Storage driver for images (containers use their own).
+        #[arg(long)]
+        driver: Option<String>,
+        /// Who performs the mount.
+        #[arg(long)]
+        frontend: Option<String>,
+        /// Mount a container read-only.
+        #[arg(long)]
+        read_only: bool,
+        /// Mount only layer N's own diff (1-based, whiteouts shown as `.wh.` files).
+        #[arg(long, value_name = "N", conflicts_with = "upto")]
+        layer: Option<usize>,
+        /// Mount the image as of layer N (1-based).
+        #[arg(long, value_name = "N")]
+        upto: Option<usize>,
+        /// Stay in the foreground (FUSE frontend) for debugging.
+        #[arg(long)]
+        foreground: bool,
+        /// Image or container.
+        target: String,
+        /// An existing directory.
+        mountpoint: PathBuf,
+    },
+    /// Unmount what `lamina mount` mounted.
+    Umount {
+        /// The mountpoint.
+        mountpoint: PathBuf,
+    },
+    /// What changed in a container, as `docker diff` prints it (`A`, `C`, `D`).
+    Diff {
+        /// Container name or id.
+        container: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Turn a container's changes into a new layer and image.
+    Commit {
+        /// Container name or id.
+        container: String,
+        /// The new image's name.
+        reference: String,
+    },
+    /// Write the merged root filesystem of an image or container as one tar.
+    Export {
+        /// Image or container.
+        target: String,
+        /// The tar file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Write an image as a docker-archive (`docker save` format).
+    Save {
+        /// Image name, id or id prefix.
+        image: String,
+        /// The tar file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Generate and import the built-in sample image (needs a static busybox).
+    Sample {
+        /// The sample's name.
+        #[arg(long, value_name = "NAME:TAG", default_value = "lamina-sample:latest")]
+        name: String,
+    },
+    /// Per layer: digest, size, files added/changed/whited out, created_by.
+    History {
+        /// Image name, id or id prefix.
+        image: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+}

@@ -1,0 +1,58 @@
+//! One module per group of subcommands; [`run`] dispatches.
+
+mod container;
+mod image;
+mod inspect_layers;
+mod mount;
+mod status;
+
+use anyhow::Result;
+
+use crate::app::App;
+use crate::cli::{Cli, Command};
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let app = App::open(cli.root)?;
+    match cli.command {
+        Command::Import { path, name } => image::import(&app, &path, name.as_deref()),
+        Command::Images { format } => image::images(&app, format),
+        Command::Inspect { image } => image::inspect(&app, &image),
+        Command::Rmi { image } => image::rmi(&app, &image),
+        Command::Gc => status::gc(&app),
+        Command::Df { format } => status::df(&app, format),
+        Command::Drivers { format } => status::drivers(&app, format),
+        Command::Create { driver, image, container } => container::create(&app, driver.as_deref(), &image, &container),
+        Command::Rm { container } => container::rm(&app, &container),
+        Command::Ps { format } => container::ps(&app, format),
+        Command::Mount {
+            driver,
+            frontend,
+            read_only,
+            layer,
+            upto,
+            foreground,
+            target,
+            mountpoint,
+        } => mount::mount(
+            &app,
+            &mount::MountArgs {
+                driver: driver.as_deref(),
+                frontend: frontend.as_deref(),
+                read_only,
+                layer,
+                upto,
+                foreground,
+                target: &target,
+                mountpoint: &mountpoint,
+            },
+        ),
+        Command::Umount { mountpoint } => mount::umount(&app, &mountpoint),
+        Command::Diff { container, format } => container::diff(&app, &container, format),
+        Command::Commit { container, reference } => container::commit(&app, &container, &reference),
+        Command::Export { target, output } => mount::export(&app, &target, &output),
+        Command::Save { image, output } => image::save(&app, &image, &output),
+        Command::Sample { name } => image::sample(&app, &name),
+        Command::History { image, format } => inspect_layers::history(&app, &image, format),
+    }
+}

@@ -1,0 +1,17 @@
+//! The `lamina` command.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("LAMINA_LOG").unwrap_or_else(|_| EnvFilter::new("warn")))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = lamina::cli::Cli::parse();
+    if let Err(e) = lamina::commands::run(cli) {
+        let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        eprintln!("lamina: {}", chain.join(": "));
+        std::process::exit(1);
+    }
+}

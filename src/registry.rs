@@ -1,0 +1,93 @@
+//! Which drivers and frontends exist, which work on this host, and the default choice.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use drivers::kernel::{kernel_has_filesystem, KernelFrontend};
+use drivers::vfs::VfsDriver;
+use drivers::{Driver, Frontend, FrontendKind};
+use serde::Serialize;
+
+/// Every driver Lamina knows, in order of preference.
+pub const DRIVER_NAMES: &[&str] = &["overlay2", "aufs", "vfs", "squashfs"];
+
+/// Environment knob: when set to `1`, Lamina behaves as if the kernel had no overlayfs
+/// (tests use it to prove the fallback).
+pub const HIDE_KERNEL_OVERLAY_ENV: &str = "LAMINA_HIDE_KERNEL_OVERLAY";
+
+/// Whether the kernel's overlayfs may be used.
+pub fn kernel_overlay_available() -> bool {
+    std::env::var(HIDE_KERNEL_OVERLAY_ENV).as_deref() != Ok("1") && kernel_has_filesystem("overlay")
+}
+
+/// Opens driver `name` over the store at `root`.
+pub fn open_driver(name: &str, root: &Path) -> Result<Box<dyn Driver>> {
+    match name {
+        "vfs" => Ok(Box::new(VfsDriver::new(root)?)),
+        "overlay2" | "aufs" | "squashfs" => {
+            bail!("driver {name} is not part of this build yet (available: vfs)")
+        }
+        other => bail!("unknown driver {other:?} (known: {})", DRIVER_NAMES.join(", ")),
+    }
+}
+
+/// The frontend of the given kind.
+pub fn open_frontend(kind: FrontendKind) -> Result<Box<dyn Frontend>> {
+    match kind {
+        FrontendKind::Kernel => Ok(Box::new(KernelFrontend)),
+        FrontendKind::Fuse => bail!("{}", fuse_frontend::UNAVAILABLE),
+    }
+}
+
+/// One row of `lamina drivers`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Availability {
+    /// Driver name.
+    pub driver: String,
+    /// Frontend.
+    pub frontend: FrontendKind,
+    /// Whether it works here.
+    pub available: bool,
+    /// Why not, when it does not.
+    pub reason: Option<String>,
+}
+
+/// Every driver × frontend and whether it works here.
+pub fn availability(root: &Path) -> Vec<Availability> {
+    let mut rows = Vec::new();
+    for name in DRIVER_NAMES {
+        let driver = open_driver(name, root);
+        for frontend in [FrontendKind::Kernel, FrontendKind::Fuse] {
+            let verdict = match &driver {
+                Err(e) => Err(e.to_string()),
+                Ok(d) => d.supports(frontend).and_then(|()| {
+                    open_frontend(frontend).map(|_| ()).map_err(|e| e.to_string())
+                }),
+            };
+            rows.push(Availability {
+                driver: name.to_string(),
+                frontend,
+                available: verdict.is_ok(),
+                reason: verdict.err(),
+            });
+        }
+    }
+    rows
+}
+
+/// The default driver and frontend here: overlay2 through the kernel where it has
+/// overlayfs, overlay2 through FUSE where it has not but FUSE works, else vfs.
+pub fn default_choice(root: &Path) -> (String, FrontendKind) {
+    let rows = availability(root);
+    let works = |d: &str, f: FrontendKind| rows.iter().any(|r| r.driver == d && r.frontend == f && r.available);
+    if kernel_overlay_available() && works("overlay2", FrontendKind::Kernel) {
+        return ("overlay2".into(), FrontendKind::Kernel);
+    }
+    if works("overlay2", FrontendKind::Fuse) {
+        return ("overlay2".into(), FrontendKind::Fuse);
+    }
+    if works("vfs", FrontendKind::Kernel) {
+        return ("vfs".into(), FrontendKind::Kernel);
+    }
+    ("vfs".into(), FrontendKind::Fuse)
+}
