@@ -28,18 +28,19 @@ impl Frontend for KernelFrontend {
         FrontendKind::Kernel
     }
 
-    fn mount(&self, spec: MountSpec, target: &Path) -> Result<()> {
+    fn mount(&self, spec: MountSpec, target: &Path) -> Result<Option<u32>> {
         match spec {
-            MountSpec::Bind { source, read_only } => bind_mount(&source, target, read_only),
+            MountSpec::Bind { source, read_only } => bind_mount(&source, target, read_only)?,
             MountSpec::Overlay {
                 lowers,
                 upper,
                 options,
-            } => overlay_mount(&lowers, upper.as_ref().map(|(u, w)| (u.as_path(), w.as_path())), &options, target),
+            } => overlay_mount(&lowers, upper.as_ref().map(|(u, w)| (u.as_path(), w.as_path())), &options, target)?,
             MountSpec::Stack { .. } => Err(DriverError::Unsupported(
                 "a layer stack is served by the FUSE frontend, not the kernel (use --frontend fuse)".into(),
-            )),
+            ))?,
         }
+        Ok(None)
     }
 
     fn unmount(&self, target: &Path) -> Result<()> {

@@ -114,8 +114,9 @@ impl fmt::Debug for MountSpec {
 pub trait Frontend: Send + Sync {
     /// Which frontend this is.
     fn kind(&self) -> FrontendKind;
-    /// Mounts `spec` at `target` (an existing directory). Returns once the mount answers.
-    fn mount(&self, spec: MountSpec, target: &Path) -> Result<()>;
+    /// Mounts `spec` at `target` (an existing directory). Returns once the mount
+    /// answers, with the pid of the process serving it when that is a daemon (FUSE).
+    fn mount(&self, spec: MountSpec, target: &Path) -> Result<Option<u32>>;
     /// Unmounts `target`.
     fn unmount(&self, target: &Path) -> Result<()>;
 }

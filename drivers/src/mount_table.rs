@@ -207,7 +207,7 @@ impl MountTable {
             }
             None => {
                 let spec = driver.mount_spec(req.layer, frontend.kind(), req.read_only)?;
-                frontend.mount(spec, &target)?;
+                let pid = frontend.mount(spec, &target)?;
                 MountRecord {
                     mountpoint: target,
                     driver: driver.name().to_string(),
@@ -216,7 +216,7 @@ impl MountTable {
                     frontend: frontend.kind(),
                     read_only: req.read_only,
                     shares: None,
-                    pid: None,
+                    pid,
                 }
             }
         };
@@ -240,16 +240,6 @@ impl MountTable {
         records.push(record.clone());
         self.save(&records)?;
         Ok(record)
-    }
-
-    /// Records the serving daemon of a mountpoint (the FUSE frontend calls this).
-    pub fn set_pid(&self, mountpoint: &Path, pid: u32) -> Result<()> {
-        let _g = self.lock()?;
-        let mut records = self.load()?;
-        for r in records.iter_mut().filter(|r| r.mountpoint == mountpoint) {
-            r.pid = Some(pid);
-        }
-        self.save(&records)
     }
 
     /// Unmounts `target` and forgets it. A dead mount is detached. The layer stays
