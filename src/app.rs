@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use drivers::mount_table::MountTable;
 use drivers::{Driver, Frontend, FrontendKind};
-use layer_store::{Container, Image, Store};
+use layer_store::{Container, Image, Layer, Store};
 
 use crate::registry;
 
@@ -91,7 +91,8 @@ impl App {
     /// Makes sure `driver` holds the first `upto` layers of `image` (all when `None`);
     /// returns the id of the top one. Layers are applied from the store on demand.
     pub fn materialize(&self, driver: &dyn Driver, image: &Image, upto: Option<usize>) -> Result<String> {
-        let layers = &image.layers[..upto.unwrap_or(image.layers.len()).min(image.layers.len())];
+        let all = self.layers(image)?;
+        let layers = &all[..upto.unwrap_or(all.len()).min(all.len())];
         if layers.is_empty() {
             bail!("image {} has no layers", image.id);
         }
@@ -130,6 +131,16 @@ impl App {
         Ok(MaterializeLock(f))
     }
 
+    /// The layers of an image, bottom first.
+    pub fn layers(&self, image: &Image) -> Result<Vec<Layer>> {
+        Ok(self.store.image_layers(image)?)
+    }
+
+    /// An image's uncompressed size.
+    pub fn image_size(&self, image: &Image) -> Result<u64> {
+        Ok(self.layers(image)?.iter().map(|l| l.uncompressed_size).sum())
+    }
+
     /// The image a container was created from.
     pub fn container_image(&self, c: &Container) -> Result<Image> {
         self.store
@@ -140,6 +151,9 @@ impl App {
     /// The driver-level parent of a container's layer.
     pub fn container_parent(&self, c: &Container) -> Result<String> {
         let image = self.container_image(c)?;
-        Ok(image.layers.last().expect("images have layers").chain_id.hex().to_string())
+        match image.chain_ids.last() {
+            Some(top) => Ok(top.hex().to_string()),
+            None => bail!("the image of container {} has no layers", c.name),
+        }
     }
 }

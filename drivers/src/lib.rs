@@ -9,12 +9,23 @@
 //! Layers are read by the FUSE frontend through [`LayerReader`], which presents
 //! each driver's native whiteout format uniformly.
 
+pub mod apply;
+pub mod changes;
+pub mod copy;
+pub mod dirlayer;
 pub mod driver;
 pub mod error;
+pub mod export;
+pub mod fsutil;
+pub mod kernel;
 pub mod layer;
 pub mod mount;
+pub mod mount_table;
+pub mod vfs;
+pub mod xattr;
 
 pub use driver::{Change, ChangeKind, Driver, DriverStatus, LayerId};
 pub use error::{DriverError, Result};
 pub use layer::{Entry, FileKind, LayerReader};
-pub use mount::{Frontend, FrontendKind, MountSpec};
+pub use mount::{Frontend, FrontendKind, MountSpec, WhiteoutFormat};
+pub use vfs::VfsDriver;

@@ -55,8 +55,8 @@ pub fn ps(app: &App, format: Format) -> Result<()> {
                 .store
                 .resolve_image(&c.image.to_string())
                 .ok()
-                .and_then(|i| i.names.first().cloned())
-                .unwrap_or_else(|| human::short_id(&c.image.to_string()));
+                .and_then(|i| i.tags.first().map(|t| t.to_string()))
+                .unwrap_or_else(|| c.image.short().to_string());
             (c, image, at)
         })
         .collect();
@@ -121,7 +121,13 @@ pub fn commit(app: &App, name: &str, reference: &str) -> Result<()> {
             r
         });
         let created_by = format!("lamina commit {name}");
-        let stored = app.store.commit_layer(&base, &mut reader, reference, &created_by);
+        let stored = app.store.commit_layer(
+            &base,
+            &mut reader,
+            reference,
+            &created_by,
+            &layer_store::ConfigChanges::default(),
+        );
         drop(reader);
         let produced = producer.join().expect("the diff writer does not panic");
         produced.with_context(|| format!("producing the diff of {name}"))?;

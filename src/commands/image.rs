@@ -20,11 +20,11 @@ pub fn import(app: &App, path: &Path, name: Option<&str>) -> Result<()> {
         );
         bar
     });
-    let mut on_progress = |p: layer_store::Progress| {
+    let mut on_progress = |p: &layer_store::Progress| {
         if let Some(bar) = &bar {
             bar.set_message(format!("layer {}/{}", p.layer, p.layers));
-            bar.set_length(p.total);
-            bar.set_position(p.done);
+            bar.set_length(p.bytes_total);
+            bar.set_position(p.bytes_done);
         }
     };
     let images = app
@@ -35,24 +35,34 @@ pub fn import(app: &App, path: &Path, name: Option<&str>) -> Result<()> {
         bar.finish_and_clear();
     }
     for image in images {
-        let names = if image.names.is_empty() { "<none>".to_string() } else { image.names.join(", ") };
-        println!("Imported {} {} ({} layers)", human::short_id(&image.id.to_string()), names, image.layers.len());
+        println!("Imported {} {} ({} layers)", image.id.short(), names(&image.tags), image.chain_ids.len());
     }
     Ok(())
 }
 
+/// A comma-separated list of an image's names, or `<none>`.
+pub fn names(tags: &[layer_store::Reference]) -> String {
+    if tags.is_empty() {
+        "<none>".to_string()
+    } else {
+        tags.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+    }
+}
+
 pub fn images(app: &App, format: Format) -> Result<()> {
     let images = app.store.images()?;
+    let sizes: Vec<u64> = images.iter().map(|i| app.image_size(i)).collect::<Result<_>>()?;
     match format {
         Format::Json => {
             let list: Vec<_> = images
                 .iter()
-                .map(|i| {
+                .zip(&sizes)
+                .map(|(i, size)| {
                     json!({
                         "id": i.id.to_string(),
-                        "names": i.names,
-                        "layers": i.layers.len(),
-                        "size": i.size(),
+                        "names": i.tags.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+                        "layers": i.chain_ids.len(),
+                        "size": size,
                         "created": i.created,
                     })
                 })
@@ -61,12 +71,16 @@ pub fn images(app: &App, format: Format) -> Result<()> {
         }
         Format::Table => {
             let mut rows = Vec::new();
-            for i in &images {
-                let size = human::size(i.size());
+            for (i, size) in images.iter().zip(&sizes) {
+                let size = human::size(*size);
                 let created = i.created.clone().unwrap_or_default();
-                let names = if i.names.is_empty() { vec!["<none>".to_string()] } else { i.names.clone() };
+                let names: Vec<String> = if i.tags.is_empty() {
+                    vec!["<none>".to_string()]
+                } else {
+                    i.tags.iter().map(|t| t.to_string()).collect()
+                };
                 for n in names {
-                    rows.push(vec![n, human::short_id(&i.id.to_string()), i.layers.len().to_string(), size.clone(), created.clone()]);
+                    rows.push(vec![n, i.id.short().to_string(), i.chain_ids.len().to_string(), size.clone(), created.clone()]);
                 }
             }
             human::table(&["NAME", "IMAGE ID", "LAYERS", "SIZE", "CREATED"], &rows);
@@ -78,9 +92,9 @@ pub fn images(app: &App, format: Format) -> Result<()> {
 pub fn inspect(app: &App, reference: &str) -> Result<()> {
     let image = app.store.resolve_image(reference)?;
     let config = app.store.image_config(&image)?;
-    let config_json: serde_json::Value = serde_json::from_slice(config.raw())?;
-    let layers: Vec<_> = image
-        .layers
+    let config_json: serde_json::Value = serde_json::from_slice(&config.raw)?;
+    let layers: Vec<_> = app
+        .layers(&image)?
         .iter()
         .map(|l| {
             json!({
@@ -89,15 +103,16 @@ pub fn inspect(app: &App, reference: &str) -> Result<()> {
                 "blob": l.blob.to_string(),
                 "compression": l.compression.to_string(),
                 "blob_size": l.blob_size,
-                "size": l.size,
+                "size": l.uncompressed_size,
+                "media_type": l.media_type,
             })
         })
         .collect();
     let out = json!({
         "id": image.id.to_string(),
-        "names": image.names,
+        "names": image.tags.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
         "created": image.created,
-        "size": image.size(),
+        "size": app.image_size(&image)?,
         "layers": layers,
         "config": config_json,
     });
@@ -123,7 +138,7 @@ pub fn save(app: &App, reference: &str, output: &Path) -> Result<()> {
     app.store.save(&image, &mut std::io::BufWriter::new(tmp.as_file_mut()))?;
     tmp.as_file_mut().flush()?;
     tmp.persist(output).with_context(|| format!("writing {}", output.display()))?;
-    println!("Saved {} to {}", human::short_id(&image.id.to_string()), output.display());
+    println!("Saved {} to {}", image.id.short(), output.display());
     Ok(())
 }
 

@@ -108,18 +108,19 @@ struct HistoryRow {
 
 pub fn history(app: &App, reference: &str, format: Format) -> Result<()> {
     let image = app.store.resolve_image(reference)?;
-    let created_by = app.store.layer_history(&image)?;
+    let history = app.store.history(&image)?;
+    let layers = app.layers(&image)?;
     let mut existing = BTreeSet::new();
     let mut rows = Vec::new();
-    for (i, layer) in image.layers.iter().enumerate() {
+    for (i, layer) in layers.iter().enumerate() {
         let tar = app.store.layer_tar(layer)?;
         let summary = summarize_layer(tar, &mut existing).with_context(|| format!("layer {}", i + 1))?;
         rows.push(HistoryRow {
             layer: i + 1,
             diff_id: layer.diff_id.to_string(),
             blob: layer.blob.to_string(),
-            size: layer.size,
-            created_by: created_by.get(i).cloned().flatten().unwrap_or_default(),
+            size: layer.uncompressed_size,
+            created_by: history.get(i).map(|h| h.created_by.clone()).unwrap_or_default(),
             summary,
         });
     }
@@ -149,10 +150,11 @@ pub fn history(app: &App, reference: &str, format: Format) -> Result<()> {
 /// Mounts layer `n` (1-based) of `image` on its own, read-only, with its whiteouts
 /// shown as the `.wh.` files of the layer tar.
 pub fn mount_layer_view(app: &App, image: &Image, n: usize, label: &str, mountpoint: &Path) -> Result<MountRecord> {
-    if n == 0 || n > image.layers.len() {
-        bail!("--layer {n}: image {label} has layers 1 to {}", image.layers.len());
+    let layers = app.layers(image)?;
+    if n == 0 || n > layers.len() {
+        bail!("--layer {n}: image {label} has layers 1 to {}", layers.len());
     }
-    let layer = &image.layers[n - 1];
+    let layer = &layers[n - 1];
     let views = app.root().join("layer-views");
     let dir = views.join(layer.chain_id.hex());
     if !dir.exists() {

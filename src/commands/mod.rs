@@ -1,7 +1,7 @@
 //! One module per group of subcommands; [`run`] dispatches.
 
 mod container;
-mod image;
+pub(crate) mod image;
 mod inspect_layers;
 mod mount;
 mod status;

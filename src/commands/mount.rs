@@ -51,8 +51,8 @@ fn mount_target(app: &App, args: &MountArgs<'_>) -> Result<MountRecord> {
         Target::Image(image) => {
             let (driver, frontend) = app.choose(args.driver, args.frontend)?;
             if let Some(n) = args.upto {
-                if n == 0 || n > image.layers.len() {
-                    bail!("--upto {n}: image {} has layers 1 to {}", args.target, image.layers.len());
+                if n == 0 || n > image.chain_ids.len() {
+                    bail!("--upto {n}: image {} has layers 1 to {}", args.target, image.chain_ids.len());
                 }
             }
             let top = app.materialize(driver.as_ref(), &image, args.upto)?;
@@ -109,8 +109,8 @@ fn umount_quiet(app: &App, mountpoint: &Path) -> Result<()> {
 
 pub fn export(app: &App, target: &str, output: &Path) -> Result<()> {
     let dir = tempfile::Builder::new()
-        .prefix("export-")
-        .tempdir_in(app.store.tmp_dir())
+        .prefix("lamina-export-")
+        .tempdir()
         .context("creating a temporary mountpoint")?;
     let record = mount_target(
         app,
@@ -130,7 +130,7 @@ pub fn export(app: &App, target: &str, output: &Path) -> Result<()> {
     let mut tmp = tempfile::NamedTempFile::new_in(parent).with_context(|| format!("creating a file in {}", parent.display()))?;
     {
         let mut out = std::io::BufWriter::new(tmp.as_file_mut());
-        drivers::export::write_tree_tar(&mounted.record.mountpoint, &mut out)
+        drivers::export::write_layer_diff(None, &mounted.record.mountpoint, &mut out)
             .with_context(|| format!("writing the root filesystem of {target}"))?;
         out.flush()?;
     }

@@ -16,7 +16,7 @@ pub fn gc(app: &App) -> Result<()> {
     let report = app.store.gc().context("collecting unreferenced store data")?;
     let mut live: BTreeSet<String> = BTreeSet::new();
     for image in app.store.images()? {
-        live.extend(image.layers.iter().map(|l| l.chain_id.hex().to_string()));
+        live.extend(image.chain_ids.iter().map(|c| c.hex().to_string()));
     }
     let containers = app.store.containers()?;
     live.extend(containers.iter().map(|c| c.id.clone()));
@@ -46,10 +46,10 @@ pub fn gc(app: &App) -> Result<()> {
     }
     println!(
         "Removed {} images, {} layers, {} blobs ({}), {} driver layers",
-        report.images.len(),
-        report.layers.len(),
-        report.blobs,
-        human::size(report.bytes),
+        report.removed_images.len(),
+        report.removed_layers.len(),
+        report.removed_blobs.len(),
+        human::size(report.reclaimed_bytes),
         driver_layers
     );
     Ok(())
@@ -58,15 +58,28 @@ pub fn gc(app: &App) -> Result<()> {
 pub fn df(app: &App, format: Format) -> Result<()> {
     let usage = app.store.df()?;
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&usage)?),
+        Format::Json => {
+            let images: Vec<_> = usage
+                .images
+                .iter()
+                .map(|i| {
+                    json!({"id": i.id.to_string(), "names": i.tags.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+                           "size": i.size, "shared_size": i.shared_size, "unique_size": i.unique_size,
+                           "containers": i.containers})
+                })
+                .collect();
+            let out = json!({"images": images, "layers": usage.layer_count, "layers_size": usage.layers_size,
+                             "blob_bytes": usage.blob_bytes, "containers": usage.containers});
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
         Format::Table => {
             let rows: Vec<Vec<String>> = usage
                 .images
                 .iter()
                 .map(|i| {
                     vec![
-                        if i.names.is_empty() { "<none>".into() } else { i.names.join(",") },
-                        human::short_id(&i.id),
+                        crate::commands::image::names(&i.tags),
+                        i.id.short().to_string(),
                         human::size(i.size),
                         human::size(i.shared_size),
                         human::size(i.unique_size),
@@ -78,9 +91,9 @@ pub fn df(app: &App, format: Format) -> Result<()> {
             println!(
                 "Images: {}  Layers: {}  Containers: {}  Total (shared layers once): {}  Blobs on disk: {}",
                 usage.images.len(),
-                usage.layers,
+                usage.layer_count,
                 usage.containers,
-                human::size(usage.total_size),
+                human::size(usage.layers_size),
                 human::size(usage.blob_bytes)
             );
         }
