@@ -212,7 +212,7 @@ fn conformance(driver: &str, frontend: &str) {
 }
 
 macro_rules! rows {
-    ($($name:ident: $driver:literal × $frontend:literal;)*) => {
+    ($($name:ident: $driver:literal, $frontend:literal;)*) => {
         $(
             #[test]
             fn $name() {
@@ -223,12 +223,12 @@ macro_rules! rows {
 }
 
 rows! {
-    vfs_kernel: "vfs" × "kernel";
-    vfs_fuse: "vfs" × "fuse";
-    overlay2_kernel: "overlay2" × "kernel";
-    overlay2_fuse: "overlay2" × "fuse";
-    aufs_kernel: "aufs" × "kernel";
-    aufs_fuse: "aufs" × "fuse";
-    squashfs_kernel: "squashfs" × "kernel";
-    squashfs_fuse: "squashfs" × "fuse";
+    vfs_kernel: "vfs", "kernel";
+    vfs_fuse: "vfs", "fuse";
+    overlay2_kernel: "overlay2", "kernel";
+    overlay2_fuse: "overlay2", "fuse";
+    aufs_kernel: "aufs", "kernel";
+    aufs_fuse: "aufs", "fuse";
+    squashfs_kernel: "squashfs", "kernel";
+    squashfs_fuse: "squashfs", "fuse";
 }
