@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use drivers::kernel::{kernel_has_filesystem, KernelFrontend};
+use drivers::kernel::KernelFrontend;
+use drivers::overlay2::Overlay2Driver;
 use drivers::vfs::VfsDriver;
 use drivers::{Driver, Frontend, FrontendKind};
 use serde::Serialize;
@@ -11,21 +12,13 @@ use serde::Serialize;
 /// Every driver Lamina knows, in order of preference.
 pub const DRIVER_NAMES: &[&str] = &["overlay2", "aufs", "vfs", "squashfs"];
 
-/// Environment knob: when set to `1`, Lamina behaves as if the kernel had no overlayfs
-/// (tests use it to prove the fallback).
-pub const HIDE_KERNEL_OVERLAY_ENV: &str = "LAMINA_HIDE_KERNEL_OVERLAY";
-
-/// Whether the kernel's overlayfs may be used.
-pub fn kernel_overlay_available() -> bool {
-    std::env::var(HIDE_KERNEL_OVERLAY_ENV).as_deref() != Ok("1") && kernel_has_filesystem("overlay")
-}
-
 /// Opens driver `name` over the store at `root`.
 pub fn open_driver(name: &str, root: &Path) -> Result<Box<dyn Driver>> {
     match name {
         "vfs" => Ok(Box::new(VfsDriver::new(root)?)),
-        "overlay2" | "aufs" | "squashfs" => {
-            bail!("driver {name} is not part of this build yet (available: vfs)")
+        "overlay2" => Ok(Box::new(Overlay2Driver::new(root)?)),
+        "aufs" | "squashfs" => {
+            bail!("driver {name} is not part of this build yet (available: overlay2, vfs)")
         }
         other => bail!("unknown driver {other:?} (known: {})", DRIVER_NAMES.join(", ")),
     }
@@ -76,11 +69,12 @@ pub fn availability(root: &Path) -> Vec<Availability> {
 }
 
 /// The default driver and frontend here: overlay2 through the kernel where it has
-/// overlayfs, overlay2 through FUSE where it has not but FUSE works, else vfs.
+/// overlayfs (and `LAMINA_HIDE_KERNEL_OVERLAY` does not hide it), overlay2 through
+/// FUSE where it has not but FUSE works, else vfs.
 pub fn default_choice(root: &Path) -> (String, FrontendKind) {
     let rows = availability(root);
     let works = |d: &str, f: FrontendKind| rows.iter().any(|r| r.driver == d && r.frontend == f && r.available);
-    if kernel_overlay_available() && works("overlay2", FrontendKind::Kernel) {
+    if works("overlay2", FrontendKind::Kernel) {
         return ("overlay2".into(), FrontendKind::Kernel);
     }
     if works("overlay2", FrontendKind::Fuse) {

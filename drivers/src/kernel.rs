@@ -48,6 +48,25 @@ impl Frontend for KernelFrontend {
     }
 }
 
+/// Environment knob: when set to `1`, Lamina acts as if the kernel had no
+/// overlayfs (tests use it to prove the fallback to other frontends).
+pub const HIDE_KERNEL_OVERLAY_ENV: &str = "LAMINA_HIDE_KERNEL_OVERLAY";
+
+/// Whether kernel overlay mounts may be used here, or why not.
+pub fn overlay_usable() -> std::result::Result<(), String> {
+    if std::env::var(HIDE_KERNEL_OVERLAY_ENV).as_deref() == Ok("1") {
+        return Err(format!("kernel overlayfs hidden by {HIDE_KERNEL_OVERLAY_ENV}=1"));
+    }
+    if !kernel_has_filesystem("overlay") {
+        return Err("this kernel has no overlayfs (see /proc/filesystems)".into());
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("kernel overlay mounts need root here; use --frontend fuse".into());
+    }
+    Ok(())
+}
+
 /// Whether the running kernel lists `fstype` in `/proc/filesystems`.
 pub fn kernel_has_filesystem(fstype: &str) -> bool {
     std::fs::read_to_string("/proc/filesystems")
@@ -197,12 +216,25 @@ impl FsContext {
     }
 }
 
-/// Mounts an overlay of `lowers` (top first) with an optional upper/work pair on `target`.
+/// Mounts an overlay of `lowers` (top first) with an optional upper/work pair on
+/// `target`; read-write when there is an upper.
 pub fn overlay_mount(
     lowers: &[std::path::PathBuf],
     upper: Option<(&Path, &Path)>,
     options: &[String],
     target: &Path,
+) -> Result<()> {
+    overlay_mount_with(lowers, upper, options, target, upper.is_none())
+}
+
+/// Mounts an overlay like [`overlay_mount`], read-only if asked even with an
+/// upper (the kernel then follows the upper's index without writing).
+pub fn overlay_mount_with(
+    lowers: &[std::path::PathBuf],
+    upper: Option<(&Path, &Path)>,
+    options: &[String],
+    target: &Path,
+    read_only: bool,
 ) -> Result<()> {
     if lowers.is_empty() {
         return Err(mount_err(target, "overlay", "no lower layers"));
@@ -226,7 +258,7 @@ pub fn overlay_mount(
     if let Err(e) = ctx.set("lowerdir+", Some(lowers[0].as_os_str().as_bytes())) {
         if e.raw_os_error() == Some(libc::EINVAL) {
             // Kernels before 6.8 have no `lowerdir+`: fall back to the option string.
-            return overlay_mount_legacy(lowers, upper, options, target);
+            return overlay_mount_legacy(lowers, upper, options, target, read_only);
         }
         return Err(fail(&ctx, &format!("overlay lower {}", lowers[0].display()), e));
     }
@@ -248,7 +280,7 @@ pub fn overlay_mount(
         r.map_err(|e| fail(&ctx, &format!("overlay option {opt}"), e))?;
     }
     let messages = ctx.fd.try_clone().ok().map(|fd| FsContext { fd });
-    ctx.create_and_mount(upper.is_none(), target).map_err(|e| match &messages {
+    ctx.create_and_mount(read_only, target).map_err(|e| match &messages {
         Some(m) => fail(m, "overlay", e),
         None => mount_err(target, "overlay", e),
     })
@@ -259,6 +291,7 @@ fn overlay_mount_legacy(
     upper: Option<(&Path, &Path)>,
     options: &[String],
     target: &Path,
+    read_only: bool,
 ) -> Result<()> {
     let mut data = Vec::new();
     data.extend_from_slice(b"lowerdir=");
@@ -291,7 +324,7 @@ fn overlay_mount_legacy(
         )));
     }
     let data = cstring(&data)?;
-    let flags = if upper.is_none() { MsFlags::MS_RDONLY } else { MsFlags::empty() };
+    let flags = if read_only { MsFlags::MS_RDONLY } else { MsFlags::empty() };
     mount(Some("lamina"), target, Some("overlay"), flags, Some(data.as_c_str()))
         .map_err(|e| mount_err(target, "overlay", e))
 }

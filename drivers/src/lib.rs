@@ -21,6 +21,7 @@ pub mod kernel;
 pub mod layer;
 pub mod mount;
 pub mod mount_table;
+pub mod overlay2;
 pub mod vfs;
 pub mod xattr;
 

@@ -1,0 +1,825 @@
+//! The safe layer-tar applier shared by all directory-backed drivers.
+//!
+//! [`apply_layer`] streams an uncompressed OCI layer tar into a directory. Every
+//! entry's parent directory is opened with `openat2(RESOLVE_IN_ROOT |
+//! RESOLVE_NO_MAGICLINKS)` relative to the root, and the final component is
+//! created with `*at` calls relative to that parent without ever following it.
+//! `..`, absolute paths and symlinks planted by the layer are thereby resolved
+//! as if the root were `/`: nothing can be written outside the root. Hard-link
+//! targets are resolved the same way.
+//!
+//! Whiteouts (`.wh.NAME`, `.wh..wh..opq`) are translated according to the
+//! driver's [`WhiteoutMode`]. Following the OCI image spec, a whiteout only
+//! hides content from the layers below: entries added earlier in the same tar
+//! are kept.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use tracing::{debug, warn};
+
+use crate::driver::ApplyStats;
+use crate::error::{DriverError, IoContext, Result};
+use crate::fsutil::{self, clean_components, join_components, Meta};
+use crate::layer::{FileKind, OCI_OPAQUE, OCI_WHITEOUT_PREFIX};
+use crate::mount::WhiteoutFormat;
+use crate::xattr::{self, XattrTarget};
+
+/// How whiteout entries of a layer tar are stored in the target directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhiteoutMode {
+    /// The target is a full copy of the parent (vfs): a whiteout deletes the
+    /// path, an opaque marker empties the directory of everything that came
+    /// from the parent (entries added earlier in the same tar are kept).
+    Remove,
+    /// The target is an overlay layer directory: a whiteout becomes a 0/0
+    /// character device, an opaque marker the `overlay.opaque=y` xattr.
+    Overlay {
+        /// Use `user.overlay.opaque` instead of `trusted.overlay.opaque`.
+        userxattr: bool,
+    },
+    /// The target is an AUFS branch: `.wh.` entries are kept as the empty
+    /// files the tar carries (AUFS housekeeping names `.wh..wh.*` other than
+    /// the opaque marker are skipped).
+    Aufs,
+}
+
+impl From<WhiteoutFormat> for WhiteoutMode {
+    fn from(format: WhiteoutFormat) -> Self {
+        match format {
+            WhiteoutFormat::Overlay { userxattr } => WhiteoutMode::Overlay { userxattr },
+            WhiteoutFormat::Aufs => WhiteoutMode::Aufs,
+            WhiteoutFormat::None => WhiteoutMode::Remove,
+        }
+    }
+}
+
+/// Applies the uncompressed layer tar `tar` onto directory `root`.
+///
+/// Streams the tar entry by entry. Owners, permission bits (setuid/setgid/sticky
+/// included), modification times (nanoseconds from PAX records), xattrs from
+/// PAX `SCHILY.xattr.*` records, hard links, device nodes, fifos and holes of
+/// sparse files are preserved; missing parent directories are created (0755,
+/// root-owned). `trusted.overlay.*`/`user.overlay.*` xattrs in the tar are
+/// dropped. A corrupt or truncated tar yields [`DriverError::BadLayer`].
+pub fn apply_layer(root: &Path, tar: &mut dyn Read, mode: WhiteoutMode) -> Result<ApplyStats> {
+    let root_fd = fsutil::open_dir(root).ctx("open layer root", root)?;
+    let mut applier = Applier {
+        root: root_fd,
+        root_path: root.to_path_buf(),
+        mode,
+        created: HashSet::new(),
+        created_ancestors: HashSet::new(),
+        dir_times: HashMap::new(),
+        parent_cache: None,
+        stats: ApplyStats::default(),
+        buf: vec![0u8; COPY_CHUNK],
+    };
+    let mut archive = tar::Archive::new(tar);
+    let entries = archive
+        .entries()
+        .map_err(|e| DriverError::BadLayer(format!("cannot read layer tar: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| {
+            DriverError::BadLayer(format!(
+                "corrupt or truncated layer tar after {} entries: {e}",
+                applier.stats.entries
+            ))
+        })?;
+        applier.apply_entry(&mut entry)?;
+    }
+    applier.finish()?;
+    debug!(root = %root.display(), entries = applier.stats.entries, bytes = applier.stats.bytes, "applied layer");
+    Ok(applier.stats)
+}
+
+/// Size of the buffer regular-file content is copied through.
+const COPY_CHUNK: usize = 256 * 1024;
+/// Granularity of hole detection: all-zero blocks of this size are not written.
+const HOLE_BLOCK: usize = 4096;
+
+/// The kind of a tar entry with its kind-specific data.
+#[derive(Debug)]
+enum EntryKind {
+    Regular,
+    Directory,
+    Symlink(OsString),
+    Hardlink(Vec<OsString>),
+    Device(FileKind, u64),
+    Fifo,
+}
+
+/// Everything the applier needs from one tar header (and its PAX records).
+#[derive(Debug)]
+struct EntryInfo {
+    /// Clean path components (empty for the root).
+    components: Vec<OsString>,
+    /// The path as the tar spells it, for messages.
+    display: String,
+    kind: EntryKind,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    mtime_nsec: u32,
+    size: u64,
+    xattrs: Vec<(OsString, Vec<u8>)>,
+}
+
+impl EntryInfo {
+    fn rel(&self) -> PathBuf {
+        join_components(&self.components)
+    }
+}
+
+fn bad(msg: impl Into<String>) -> DriverError {
+    DriverError::BadLayer(msg.into())
+}
+
+/// Parses a PAX time (`seconds[.fraction]`, possibly negative) into seconds and nanoseconds.
+fn parse_pax_time(value: &[u8]) -> Option<(i64, u32)> {
+    let s = std::str::from_utf8(value).ok()?;
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (secs, frac) = match s.split_once('.') {
+        Some((a, b)) => (a, b),
+        None => (s, ""),
+    };
+    let secs: i64 = secs.parse().ok()?;
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut nsec: u32 = 0;
+    for digit in frac.bytes().chain(std::iter::repeat(b'0')).take(9) {
+        nsec = nsec * 10 + u32::from(digit - b'0');
+    }
+    if neg {
+        if nsec == 0 {
+            Some((-secs, 0))
+        } else {
+            Some((-secs - 1, 1_000_000_000 - nsec))
+        }
+    } else {
+        Some((secs, nsec))
+    }
+}
+
+fn parse_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<EntryInfo>> {
+    let raw_path = entry.path_bytes().into_owned();
+    let shown = String::from_utf8_lossy(&raw_path).into_owned();
+    let header = entry.header();
+    let entry_type = header.entry_type();
+    let field_err = |field: &str, e: io::Error| bad(format!("{shown}: invalid {field}: {e}"));
+    let kind = match entry_type {
+        tar::EntryType::XGlobalHeader => return Ok(None),
+        tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+            // Pre-POSIX archives mark directories only by a trailing slash.
+            if header.as_old().linkflag[0] == 0 && raw_path.ends_with(b"/") {
+                EntryKind::Directory
+            } else {
+                EntryKind::Regular
+            }
+        }
+        tar::EntryType::Directory => EntryKind::Directory,
+        tar::EntryType::Symlink => {
+            let target = entry
+                .link_name_bytes()
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| bad(format!("symlink {shown} has no target")))?;
+            EntryKind::Symlink(OsStr::from_bytes(&target).to_os_string())
+        }
+        tar::EntryType::Link => {
+            let target = entry
+                .link_name_bytes()
+                .ok_or_else(|| bad(format!("hard link {shown} has no target")))?;
+            let comps = clean_components(&target);
+            if comps.is_empty() {
+                return Err(bad(format!(
+                    "hard link {shown} points at the layer root"
+                )));
+            }
+            EntryKind::Hardlink(comps)
+        }
+        tar::EntryType::Char | tar::EntryType::Block => {
+            let major = header
+                .device_major()
+                .map_err(|e| field_err("device major", e))?
+                .unwrap_or(0);
+            let minor = header
+                .device_minor()
+                .map_err(|e| field_err("device minor", e))?
+                .unwrap_or(0);
+            let kind = if entry_type == tar::EntryType::Char {
+                FileKind::CharDevice
+            } else {
+                FileKind::BlockDevice
+            };
+            EntryKind::Device(kind, libc::makedev(major, minor))
+        }
+        tar::EntryType::Fifo => EntryKind::Fifo,
+        other => {
+            return Err(bad(format!(
+                "{shown}: unsupported tar entry type {:?}",
+                other.as_byte() as char
+            )))
+        }
+    };
+    let to_u32 = |field: &str, v: u64| {
+        u32::try_from(v).map_err(|_| bad(format!("{shown}: {field} {v} out of range")))
+    };
+    let mode = header.mode().map_err(|e| field_err("mode", e))? & 0o7777;
+    let uid = to_u32("uid", header.uid().map_err(|e| field_err("uid", e))?)?;
+    let gid = to_u32("gid", header.gid().map_err(|e| field_err("gid", e))?)?;
+    let mtime = header.mtime().map_err(|e| field_err("mtime", e))?;
+    let mut mtime = (i64::try_from(mtime).unwrap_or(i64::MAX), 0u32);
+    let size = entry.size();
+    let mut xattrs = Vec::new();
+    if let Some(exts) = entry
+        .pax_extensions()
+        .map_err(|e| bad(format!("{shown}: unreadable PAX records: {e}")))?
+    {
+        for ext in exts {
+            let ext = ext.map_err(|e| bad(format!("{shown}: corrupt PAX record: {e}")))?;
+            let key = ext.key_bytes();
+            if key == b"mtime" {
+                mtime = parse_pax_time(ext.value_bytes())
+                    .ok_or_else(|| bad(format!("{shown}: invalid PAX mtime")))?;
+            } else if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                let name = OsStr::from_bytes(name);
+                if xattr::is_overlay_xattr(name) {
+                    warn!(path = %shown, xattr = ?name, "dropping overlay xattr carried by the layer");
+                    continue;
+                }
+                xattrs.push((name.to_os_string(), ext.value_bytes().to_vec()));
+            }
+        }
+    }
+    Ok(Some(EntryInfo {
+        components: clean_components(&raw_path),
+        display: shown,
+        kind,
+        mode,
+        uid,
+        gid,
+        mtime: mtime.0,
+        mtime_nsec: mtime.1,
+        size,
+        xattrs,
+    }))
+}
+
+struct Applier {
+    root: OwnedFd,
+    root_path: PathBuf,
+    mode: WhiteoutMode,
+    /// Paths created by this tar (whiteouts never remove them).
+    created: HashSet<PathBuf>,
+    /// Ancestors of created paths.
+    created_ancestors: HashSet<PathBuf>,
+    /// Directory times, applied at the end (deepest first).
+    dir_times: HashMap<PathBuf, (i64, u32)>,
+    /// The last parent directory opened, by relative path.
+    parent_cache: Option<(PathBuf, Rc<OwnedFd>)>,
+    stats: ApplyStats,
+    buf: Vec<u8>,
+}
+
+impl Applier {
+    fn io(&self, op: &'static str, rel: &Path, err: io::Error) -> DriverError {
+        DriverError::Io {
+            op,
+            path: self.root_path.join(rel),
+            source: err,
+        }
+    }
+
+    fn apply_entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
+        let Some(info) = parse_entry(entry)? else {
+            return Ok(());
+        };
+        self.stats.entries += 1;
+        let Some((name, parent)) = info.components.split_last() else {
+            return self.apply_root(&info);
+        };
+        if name.as_bytes().starts_with(OCI_WHITEOUT_PREFIX.as_bytes()) {
+            return self.apply_whiteout(parent, name, &info);
+        }
+        let parent_fd = self.ensure_dir(parent)?;
+        let pfd = parent_fd.as_fd();
+        let rel = info.rel();
+        match &info.kind {
+            EntryKind::Directory => self.make_dir(pfd, name, &rel, &info)?,
+            EntryKind::Regular => self.make_file(pfd, name, &rel, &info, entry)?,
+            EntryKind::Symlink(target) => {
+                self.clear_slot(pfd, name, &rel, false)?;
+                fsutil::symlink_at(target, pfd, name).map_err(|e| self.io("symlink", &rel, e))?;
+                self.set_meta_at(pfd, name, &rel, &info)?;
+            }
+            EntryKind::Hardlink(target) => {
+                if *target == info.components {
+                    return Ok(());
+                }
+                self.make_hardlink(pfd, name, &rel, target, &info)?;
+            }
+            EntryKind::Device(kind, rdev) => {
+                self.clear_slot(pfd, name, &rel, false)?;
+                fsutil::mknod_at(pfd, name, *kind, info.mode, *rdev)
+                    .map_err(|e| self.io("mknod", &rel, e))?;
+                self.set_meta_at(pfd, name, &rel, &info)?;
+            }
+            EntryKind::Fifo => {
+                self.clear_slot(pfd, name, &rel, false)?;
+                fsutil::mknod_at(pfd, name, FileKind::Fifo, info.mode, 0)
+                    .map_err(|e| self.io("mkfifo", &rel, e))?;
+                self.set_meta_at(pfd, name, &rel, &info)?;
+            }
+        }
+        self.mark_created(rel);
+        Ok(())
+    }
+
+    /// An entry for the layer root itself: only a directory is acceptable; it updates the root's metadata.
+    fn apply_root(&mut self, info: &EntryInfo) -> Result<()> {
+        if !matches!(info.kind, EntryKind::Directory) {
+            return Err(bad(format!(
+                "entry {:?} would replace the layer root with a non-directory",
+                info.display
+            )));
+        }
+        let root = Rc::new(
+            fsutil::open_dir_at(self.root.as_fd(), OsStr::new(""))
+                .map_err(|e| self.io("open", Path::new(""), e))?,
+        );
+        self.set_dir_meta(root.as_fd(), Path::new(""), info, true)
+    }
+
+    fn make_dir(&mut self, pfd: BorrowedFd<'_>, name: &OsStr, rel: &Path, info: &EntryInfo) -> Result<()> {
+        let existing = self.clear_slot(pfd, name, rel, true)?;
+        let replaces_whiteout = existing.is_some_and(|m| m.is_overlay_whiteout());
+        let keep = existing.is_some_and(|m| m.is_dir());
+        if !keep {
+            fsutil::mkdir_at(pfd, name, 0o700).map_err(|e| self.io("mkdir", rel, e))?;
+        }
+        let fd = fsutil::open_dir_at(pfd, name).map_err(|e| self.io("open directory", rel, e))?;
+        self.set_dir_meta(fd.as_fd(), rel, info, keep)?;
+        if replaces_whiteout {
+            // The whiteout (removed by clear_slot) hid a lower directory; the new one must keep hiding it.
+            if let WhiteoutMode::Overlay { userxattr } = self.mode {
+                XattrTarget::Fd(fd.as_fd())
+                    .set(xattr::overlay_opaque_xattr(userxattr), b"y")
+                    .map_err(|e| self.io("set opaque xattr", rel, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_dir_meta(&mut self, fd: BorrowedFd<'_>, rel: &Path, info: &EntryInfo, existed: bool) -> Result<()> {
+        fsutil::chown_fd(fd, info.uid, info.gid).map_err(|e| self.io("chown", rel, e))?;
+        fsutil::chmod_fd(fd, info.mode).map_err(|e| self.io("chmod", rel, e))?;
+        if existed {
+            // The tar describes the directory completely: drop xattrs it does not list
+            // (overlay metadata is managed by the applier itself and stays).
+            let target = XattrTarget::Fd(fd);
+            let current = target.list().map_err(|e| self.io("list xattrs", rel, e))?;
+            for (name, _) in current {
+                let listed = info.xattrs.iter().any(|(n, _)| *n == name);
+                if !listed && !xattr::is_overlay_xattr(&name) {
+                    target.remove(&name).map_err(|e| self.io("remove xattr", rel, e))?;
+                }
+            }
+        }
+        self.set_xattrs(XattrTarget::Fd(fd), rel, info)?;
+        self.dir_times
+            .insert(rel.to_path_buf(), (info.mtime, info.mtime_nsec));
+        Ok(())
+    }
+
+    fn make_file<R: Read>(
+        &mut self,
+        pfd: BorrowedFd<'_>,
+        name: &OsStr,
+        rel: &Path,
+        info: &EntryInfo,
+        data: &mut tar::Entry<'_, R>,
+    ) -> Result<()> {
+        self.clear_slot(pfd, name, rel, false)?;
+        let fd = fsutil::open_at(pfd, name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)
+            .map_err(|e| self.io("create", rel, e))?;
+        let file = File::from(fd);
+        self.write_content(&file, rel, info, data)?;
+        self.set_meta_fd(file.as_fd(), rel, info)
+    }
+
+    /// Copies the entry's content into `file`, leaving all-zero blocks as holes.
+    fn write_content<R: Read>(
+        &mut self,
+        file: &File,
+        rel: &Path,
+        info: &EntryInfo,
+        data: &mut tar::Entry<'_, R>,
+    ) -> Result<()> {
+        let mut offset: u64 = 0;
+        loop {
+            let mut filled = 0;
+            while filled < self.buf.len() {
+                match data.read(&mut self.buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        return Err(bad(format!(
+                            "{}: cannot read content from the layer tar: {e}",
+                            info.display
+                        )))
+                    }
+                }
+            }
+            if filled == 0 {
+                break;
+            }
+            let chunk = &self.buf[..filled];
+            let mut start = 0;
+            while start < chunk.len() {
+                let end = (start + HOLE_BLOCK).min(chunk.len());
+                if chunk[start..end].iter().all(|b| *b == 0) {
+                    start = end;
+                    continue;
+                }
+                // Extend the run over the following non-zero blocks.
+                let mut run_end = end;
+                while run_end < chunk.len() {
+                    let next = (run_end + HOLE_BLOCK).min(chunk.len());
+                    if chunk[run_end..next].iter().all(|b| *b == 0) {
+                        break;
+                    }
+                    run_end = next;
+                }
+                file.write_all_at(&chunk[start..run_end], offset + start as u64)
+                    .map_err(|e| DriverError::Io {
+                        op: "write",
+                        path: self.root_path.join(rel),
+                        source: e,
+                    })?;
+                start = run_end;
+            }
+            offset += filled as u64;
+        }
+        if offset != info.size {
+            return Err(bad(format!(
+                "{}: truncated layer tar: expected {} bytes of content, got {offset}",
+                info.display, info.size
+            )));
+        }
+        file.set_len(info.size).map_err(|e| self.io("truncate", rel, e))?;
+        self.stats.bytes += info.size;
+        Ok(())
+    }
+
+    fn make_hardlink(
+        &mut self,
+        pfd: BorrowedFd<'_>,
+        name: &OsStr,
+        rel: &Path,
+        target: &[OsString],
+        info: &EntryInfo,
+    ) -> Result<()> {
+        let (target_name, target_parent) = target.split_last().expect("checked non-empty");
+        let target_display = join_components(target);
+        let missing = || {
+            bad(format!(
+                "hard link {} points at {}, which is not in the layer",
+                info.display,
+                target_display.display()
+            ))
+        };
+        let tparent = fsutil::open_in_root(
+            self.root.as_fd(),
+            &join_components(target_parent),
+            libc::O_PATH | libc::O_DIRECTORY,
+            0,
+            0,
+        )
+        .map_err(|_| missing())?;
+        let tmeta = fsutil::stat_at(tparent.as_fd(), target_name)
+            .map_err(|e| self.io("stat", &target_display, e))?
+            .ok_or_else(missing)?;
+        if tmeta.is_dir() {
+            return Err(bad(format!(
+                "hard link {} points at directory {}",
+                info.display,
+                target_display.display()
+            )));
+        }
+        if let Some(existing) = fsutil::stat_at(pfd, name).map_err(|e| self.io("stat", rel, e))? {
+            if existing.dev == tmeta.dev && existing.ino == tmeta.ino {
+                return Ok(());
+            }
+        }
+        self.clear_slot(pfd, name, rel, false)?;
+        fsutil::link_at(tparent.as_fd(), target_name, pfd, name).map_err(|e| self.io("link", rel, e))
+    }
+
+    /// Makes room for a new entry at `name`: an existing directory is kept when the
+    /// new entry is a directory, anything else is removed. Returns what was there.
+    fn clear_slot(&mut self, pfd: BorrowedFd<'_>, name: &OsStr, rel: &Path, new_is_dir: bool) -> Result<Option<Meta>> {
+        let existing = fsutil::stat_at(pfd, name).map_err(|e| self.io("stat", rel, e))?;
+        if let Some(meta) = existing {
+            if meta.is_dir() {
+                if !new_is_dir {
+                    self.parent_cache = None;
+                    fsutil::remove_tree_at(pfd, name).map_err(|e| self.io("remove", rel, e))?;
+                }
+            } else {
+                fsutil::unlink_at(pfd, name, false).map_err(|e| self.io("remove", rel, e))?;
+            }
+        }
+        Ok(existing)
+    }
+
+    fn set_meta_fd(&self, fd: BorrowedFd<'_>, rel: &Path, info: &EntryInfo) -> Result<()> {
+        // chown first: it clears setuid/setgid and security.capability.
+        fsutil::chown_fd(fd, info.uid, info.gid).map_err(|e| self.io("chown", rel, e))?;
+        fsutil::chmod_fd(fd, info.mode).map_err(|e| self.io("chmod", rel, e))?;
+        self.set_xattrs(XattrTarget::Fd(fd), rel, info)?;
+        fsutil::set_times_fd(fd, info.mtime, info.mtime_nsec).map_err(|e| self.io("set times", rel, e))
+    }
+
+    fn set_meta_at(&self, pfd: BorrowedFd<'_>, name: &OsStr, rel: &Path, info: &EntryInfo) -> Result<()> {
+        fsutil::chown_at(pfd, name, info.uid, info.gid).map_err(|e| self.io("chown", rel, e))?;
+        fsutil::chmod_at(pfd, name, info.mode).map_err(|e| self.io("chmod", rel, e))?;
+        self.set_xattrs(XattrTarget::At(pfd, name), rel, info)?;
+        fsutil::set_times_at(pfd, name, info.mtime, info.mtime_nsec)
+            .map_err(|e| self.io("set times", rel, e))
+    }
+
+    fn set_xattrs(&self, target: XattrTarget<'_>, rel: &Path, info: &EntryInfo) -> Result<()> {
+        for (name, value) in &info.xattrs {
+            match target.set(name, value) {
+                Ok(()) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::EPERM)) => {
+                    warn!(path = %info.display, xattr = ?name, error = %e, "cannot set xattr, skipping it");
+                }
+                Err(e) => return Err(self.io("set xattr", rel, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens directory `components`, creating it and its missing ancestors.
+    fn ensure_dir(&mut self, components: &[OsString]) -> Result<Rc<OwnedFd>> {
+        self.parent_dir(components, true)?.ok_or_else(|| {
+            bad(format!(
+                "directory {} cannot be created inside the layer",
+                join_components(components).display()
+            ))
+        })
+    }
+
+    /// Opens directory `components` (relative to the root, resolved inside it),
+    /// creating missing directories (0755, root-owned) when `create` is set.
+    /// `Ok(None)` when it does not exist and `create` is not set.
+    fn parent_dir(&mut self, components: &[OsString], create: bool) -> Result<Option<Rc<OwnedFd>>> {
+        let rel = join_components(components);
+        if let Some((cached, fd)) = &self.parent_cache {
+            if *cached == rel {
+                return Ok(Some(fd.clone()));
+            }
+        }
+        let open = |root: BorrowedFd<'_>, rel: &Path| {
+            fsutil::open_in_root(root, rel, libc::O_RDONLY | libc::O_DIRECTORY, 0, 0)
+        };
+        let fd = match open(self.root.as_fd(), &rel) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
+                self.create_dirs(components)?
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+            Err(e) => {
+                return Err(bad(format!(
+                    "cannot open directory {} inside the layer: {e}",
+                    rel.display()
+                )))
+            }
+        };
+        let fd = Rc::new(fd);
+        self.parent_cache = Some((rel, fd.clone()));
+        Ok(Some(fd))
+    }
+
+    /// Creates the missing directories along `components`, each resolved inside the root.
+    fn create_dirs(&mut self, components: &[OsString]) -> Result<OwnedFd> {
+        let mut current = fsutil::open_dir_at(self.root.as_fd(), OsStr::new(""))
+            .map_err(|e| self.io("open", Path::new(""), e))?;
+        for depth in 1..=components.len() {
+            let prefix = join_components(&components[..depth]);
+            let open = |root: BorrowedFd<'_>| {
+                fsutil::open_in_root(root, &prefix, libc::O_RDONLY | libc::O_DIRECTORY, 0, 0)
+            };
+            current = match open(self.root.as_fd()) {
+                Ok(fd) => fd,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    let name = &components[depth - 1];
+                    match fsutil::mkdir_at(current.as_fd(), name, 0o755) {
+                        Ok(()) => {
+                            fsutil::chown_at(current.as_fd(), name, 0, 0)
+                                .map_err(|e| self.io("chown", &prefix, e))?;
+                        }
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                        Err(e) => return Err(self.io("mkdir", &prefix, e)),
+                    }
+                    open(self.root.as_fd()).map_err(|e| {
+                        let dangling = fsutil::stat_at(current.as_fd(), name)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|m| m.kind == FileKind::Symlink);
+                        if dangling {
+                            bad(format!(
+                                "cannot create directory {}: it is a symlink to a directory missing from the layer",
+                                prefix.display()
+                            ))
+                        } else {
+                            bad(format!(
+                                "cannot create directory {} inside the layer: {e}",
+                                prefix.display()
+                            ))
+                        }
+                    })?
+                }
+                Err(e) => {
+                    return Err(bad(format!(
+                        "cannot open directory {} inside the layer: {e}",
+                        prefix.display()
+                    )))
+                }
+            };
+        }
+        Ok(current)
+    }
+
+    fn mark_created(&mut self, rel: PathBuf) {
+        let mut ancestor = rel.parent();
+        while let Some(a) = ancestor {
+            if !self.created_ancestors.insert(a.to_path_buf()) {
+                break;
+            }
+            ancestor = a.parent();
+        }
+        self.created.insert(rel);
+    }
+
+    fn touches_created(&self, rel: &Path) -> bool {
+        self.created.contains(rel) || self.created_ancestors.contains(rel)
+    }
+
+    fn apply_whiteout(&mut self, parent: &[OsString], name: &OsStr, info: &EntryInfo) -> Result<()> {
+        let bytes = name.as_bytes();
+        if bytes == OCI_OPAQUE.as_bytes() {
+            return self.apply_opaque(parent, name, info);
+        }
+        if bytes.starts_with(b".wh..wh.") {
+            debug!(path = %info.display, "skipping AUFS housekeeping entry");
+            return Ok(());
+        }
+        let target = OsStr::from_bytes(&bytes[OCI_WHITEOUT_PREFIX.len()..]);
+        if target.is_empty() || target == "." || target == ".." {
+            return Err(bad(format!("invalid whiteout entry {}", info.display)));
+        }
+        let mut target_rel = join_components(parent);
+        target_rel.push(target);
+        match self.mode {
+            WhiteoutMode::Aufs => self.write_marker(parent, name, info),
+            WhiteoutMode::Remove => {
+                let Some(pfd) = self.parent_dir(parent, false)? else {
+                    return Ok(());
+                };
+                self.remove_lower(pfd.as_fd(), target, &target_rel)
+            }
+            WhiteoutMode::Overlay { .. } => {
+                let pfd = self.ensure_dir(parent)?;
+                let pfd = pfd.as_fd();
+                let existing =
+                    fsutil::stat_at(pfd, target).map_err(|e| self.io("stat", &target_rel, e))?;
+                if existing.is_some() && self.touches_created(&target_rel) {
+                    // The entry comes from this very layer: a whiteout hides lower layers only.
+                    return Ok(());
+                }
+                if existing.is_some() {
+                    self.clear_slot(pfd, target, &target_rel, false)?;
+                }
+                fsutil::mknod_at(pfd, target, FileKind::CharDevice, 0, 0)
+                    .map_err(|e| self.io("mknod whiteout", &target_rel, e))
+            }
+        }
+    }
+
+    fn apply_opaque(&mut self, dir: &[OsString], name: &OsStr, info: &EntryInfo) -> Result<()> {
+        let rel = join_components(dir);
+        match self.mode {
+            WhiteoutMode::Aufs => self.write_marker(dir, name, info),
+            WhiteoutMode::Remove => {
+                let Some(fd) = self.parent_dir(dir, false)? else {
+                    return Ok(());
+                };
+                for child in fsutil::read_dir_names(fd.as_fd()).map_err(|e| self.io("read directory", &rel, e))? {
+                    let child_rel = rel.join(&child);
+                    self.remove_lower(fd.as_fd(), &child, &child_rel)?;
+                }
+                Ok(())
+            }
+            WhiteoutMode::Overlay { userxattr } => {
+                let fd = self.ensure_dir(dir)?;
+                XattrTarget::Fd(fd.as_fd())
+                    .set(xattr::overlay_opaque_xattr(userxattr), b"y")
+                    .map_err(|e| self.io("set opaque xattr", &rel, e))
+            }
+        }
+    }
+
+    /// Removes what came from the parent at `name` (inside `dir`), keeping
+    /// everything this tar created there.
+    fn remove_lower(&mut self, dir: BorrowedFd<'_>, name: &OsStr, rel: &Path) -> Result<()> {
+        if !self.touches_created(rel) {
+            self.parent_cache = None;
+            return fsutil::remove_tree_at(dir, name).map_err(|e| self.io("remove", rel, e));
+        }
+        let Some(meta) = fsutil::stat_at(dir, name).map_err(|e| self.io("stat", rel, e))? else {
+            return Ok(());
+        };
+        if meta.is_dir() {
+            let sub = fsutil::open_dir_at(dir, name).map_err(|e| self.io("open directory", rel, e))?;
+            for child in fsutil::read_dir_names(sub.as_fd()).map_err(|e| self.io("read directory", rel, e))? {
+                let child_rel = rel.join(&child);
+                self.remove_lower(sub.as_fd(), &child, &child_rel)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a whiteout marker as the plain empty file the tar carries (AUFS).
+    fn write_marker(&mut self, parent: &[OsString], name: &OsStr, info: &EntryInfo) -> Result<()> {
+        let pfd = self.ensure_dir(parent)?;
+        let pfd = pfd.as_fd();
+        let rel = info.rel();
+        self.clear_slot(pfd, name, &rel, false)?;
+        let fd = fsutil::open_at(pfd, name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)
+            .map_err(|e| self.io("create", &rel, e))?;
+        self.set_meta_fd(fd.as_fd(), &rel, info)?;
+        self.mark_created(rel);
+        Ok(())
+    }
+
+    /// Applies the recorded directory times, deepest first.
+    fn finish(&mut self) -> Result<()> {
+        let mut dirs: Vec<(PathBuf, (i64, u32))> = self.dir_times.drain().collect();
+        dirs.sort_by(|a, b| {
+            b.0.components()
+                .count()
+                .cmp(&a.0.components().count())
+                .then_with(|| a.0.cmp(&b.0))
+        });
+        self.parent_cache = None;
+        for (rel, (sec, nsec)) in dirs {
+            let fd = match fsutil::open_in_root(
+                self.root.as_fd(),
+                &rel,
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                0,
+                0,
+            ) {
+                Ok(fd) => fd,
+                // Replaced by a later entry of the tar.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP)) => continue,
+                Err(e) => return Err(self.io("open directory", &rel, e)),
+            };
+            fsutil::set_times_fd(fd.as_fd(), sec, nsec).map_err(|e| self.io("set times", &rel, e))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_pax_time;
+
+    #[test]
+    fn pax_times_parse() {
+        assert_eq!(parse_pax_time(b"1700000000"), Some((1_700_000_000, 0)));
+        assert_eq!(parse_pax_time(b"1700000000.5"), Some((1_700_000_000, 500_000_000)));
+        assert_eq!(
+            parse_pax_time(b"12.123456789123"),
+            Some((12, 123_456_789))
+        );
+        assert_eq!(parse_pax_time(b"-1.25"), Some((-2, 750_000_000)));
+        assert_eq!(parse_pax_time(b"x"), None);
+        assert_eq!(parse_pax_time(b"1.2x"), None);
+    }
+}
