@@ -59,6 +59,11 @@ fn script_base() -> ImageBuilder {
         .file("srv/data/x", "x", 0o644)
         .dir("home/user", 0o750)
         .owner(1000, 1000)
+        .file("etc/hl-a", "linked\n", 0o644)
+        .hardlink("etc/hl-b", "etc/hl-a")
+        .dir("usr/share/doc", 0o755)
+        .file("usr/share/doc/a", "a", 0o644)
+        .file("usr/share/doc/b", "b", 0o644)
         .file("big", vec![7u8; 256 * 1024], 0o644);
     let l2 = LayerBuilder::new()
         .dir("etc", 0o755)
@@ -92,6 +97,14 @@ fn run_script(root: &Path) {
     fs::hard_link(root.join("new.txt"), root.join("etc/new-link")).unwrap();
     fs::remove_file(root.join("etc/motd")).unwrap();
     fs::write(root.join("etc/hosts"), "recreated\n").unwrap();
+    // Writing one name of a hard-link group changes every name of it.
+    let mut f = fs::OpenOptions::new().append(true).open(root.join("etc/hl-a")).unwrap();
+    std::io::Write::write_all(&mut f, b"appended\n").unwrap();
+    drop(f);
+    // A directory deleted and made again hides everything it had.
+    fs::remove_dir_all(root.join("usr/share/doc")).unwrap();
+    fs::create_dir(root.join("usr/share/doc")).unwrap();
+    fs::write(root.join("usr/share/doc/c"), "c").unwrap();
 }
 
 const SCRIPT_DIFF: &str = "\
@@ -99,6 +112,8 @@ C /bin
 C /bin/tool
 C /etc
 C /etc/config
+C /etc/hl-a
+C /etc/hl-b
 A /etc/hosts
 D /etc/motd
 A /etc/new-link
@@ -115,6 +130,12 @@ D /srv/data
 A /srv/moved
 A /srv/moved/x
 A /srv/moved/y
+C /usr
+C /usr/share
+C /usr/share/doc
+D /usr/share/doc/a
+D /usr/share/doc/b
+A /usr/share/doc/c
 C /var
 C /var/log
 D /var/log/old.log

@@ -35,7 +35,14 @@ impl Frontend for KernelFrontend {
                 lowers,
                 upper,
                 options,
-            } => overlay_mount(&lowers, upper.as_ref().map(|(u, w)| (u.as_path(), w.as_path())), &options, target)?,
+                read_only,
+            } => overlay_mount_with(
+                &lowers,
+                upper.as_ref().map(|(u, w)| (u.as_path(), w.as_path())),
+                &options,
+                target,
+                read_only || upper.is_none(),
+            )?,
             MountSpec::Stack { .. } => Err(DriverError::Unsupported(
                 "a layer stack is served by the FUSE frontend, not the kernel (use --frontend fuse)".into(),
             ))?,

@@ -72,8 +72,11 @@ pub enum MountSpec {
         lowers: Vec<PathBuf>,
         /// Upper and work directories for read-write mounts.
         upper: Option<(PathBuf, PathBuf)>,
-        /// Extra mount options (`index=off`, `userxattr`, ...).
+        /// Extra mount options (`index=on`, `userxattr`, ...).
         options: Vec<String>,
+        /// Mount read-only even with an upper (a read-only view of a container
+        /// that still follows its upper's index).
+        read_only: bool,
     },
     /// A stack of layers for the FUSE frontend.
     Stack {
@@ -94,11 +97,17 @@ impl fmt::Debug for MountSpec {
                 .field("source", source)
                 .field("read_only", read_only)
                 .finish(),
-            MountSpec::Overlay { lowers, upper, options } => f
+            MountSpec::Overlay {
+                lowers,
+                upper,
+                options,
+                read_only,
+            } => f
                 .debug_struct("Overlay")
                 .field("lowers", lowers)
                 .field("upper", upper)
                 .field("options", options)
+                .field("read_only", read_only)
                 .finish(),
             MountSpec::Stack { lowers, upper, whiteouts } => f
                 .debug_struct("Stack")

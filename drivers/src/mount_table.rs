@@ -194,35 +194,57 @@ impl MountTable {
         }
         let reuse = same_layer
             .iter()
-            .find(|r| r.frontend == frontend.kind() && r.read_only == req.read_only)
+            // A read-only view of a mounted layer is a read-only bind of its mount.
+            .find(|r| r.frontend == frontend.kind() && (r.read_only == req.read_only || req.read_only))
             .map(|r| (*r).clone());
-        let record = match reuse {
-            Some(first) => {
-                kernel::bind_mount(&first.mountpoint, &target, req.read_only)?;
+        // The record is written before the mount is made, so a crash in between
+        // leaves a record of a mount that is not there (pruned by the next
+        // command) rather than a mount nobody knows about.
+        let (record, spec) = match reuse {
+            Some(first) => (
                 MountRecord {
-                    mountpoint: target,
-                    shares: Some(first.shares.clone().unwrap_or(first.mountpoint.clone())),
+                    mountpoint: target.clone(),
+                    shares: Some(first.mountpoint.clone()),
+                    pid: None,
                     ..first
-                }
-            }
-            None => {
-                let spec = driver.mount_spec(req.layer, frontend.kind(), req.read_only)?;
-                let pid = frontend.mount(spec, &target)?;
+                },
+                None,
+            ),
+            None => (
                 MountRecord {
-                    mountpoint: target,
+                    mountpoint: target.clone(),
                     driver: driver.name().to_string(),
                     layer: req.layer.to_string(),
                     label: req.label.to_string(),
                     frontend: frontend.kind(),
                     read_only: req.read_only,
                     shares: None,
-                    pid,
-                }
-            }
+                    pid: None,
+                },
+                Some(driver.mount_spec(req.layer, frontend.kind(), req.read_only)?),
+            ),
         };
         records.push(record.clone());
         self.save(&records)?;
-        Ok(record)
+        let mounted = match (&record.shares, spec) {
+            (Some(first), _) => kernel::bind_mount(first, &target, req.read_only).map(|()| None),
+            (None, Some(spec)) => frontend.mount(spec, &target),
+            (None, None) => unreachable!("a new mount always has a spec"),
+        };
+        match mounted {
+            Ok(pid) => {
+                let last = records.last_mut().expect("just pushed");
+                last.pid = pid;
+                let record = last.clone();
+                self.save(&records)?;
+                Ok(record)
+            }
+            Err(e) => {
+                records.pop();
+                self.save(&records)?;
+                Err(e)
+            }
+        }
     }
 
     /// Mounts something that is not a driver layer (e.g. a single layer's view) with

@@ -455,12 +455,14 @@ impl Driver for Overlay2Driver {
 
     fn mount_spec(&self, id: &LayerId, frontend: FrontendKind, read_only: bool) -> Result<MountSpec> {
         self.checked(id)?;
-        let rw = !read_only;
-        if rw && !self.is_rw(id) {
+        if !read_only && !self.is_rw(id) {
             return Err(DriverError::Other(format!(
                 "layer {id} is read-only: mount it read-only or create a read-write layer on top of it"
             )));
         }
+        // A container is always mounted with its upper (read-only views too), so
+        // the kernel follows the upper's index and hard links stay linked.
+        let rw = self.is_rw(id);
         let chain = self.chain(id)?;
         let lower_ids = if rw { &chain[1..] } else { &chain[..] };
         match frontend {
@@ -482,7 +484,12 @@ impl Driver for Overlay2Driver {
                 if lowers.is_empty() || (upper.is_none() && lowers.len() == 1) {
                     lowers.push(self.empty_lower()?);
                 }
-                Ok(MountSpec::Overlay { lowers, upper, options })
+                Ok(MountSpec::Overlay {
+                    lowers,
+                    upper,
+                    options,
+                    read_only,
+                })
             }
             FrontendKind::Fuse => {
                 let lowers = lower_ids
@@ -494,9 +501,16 @@ impl Driver for Overlay2Driver {
                             .ctx("open layer", dir)
                     })
                     .collect::<Result<Vec<_>>>()?;
+                let lowers = if rw && read_only {
+                    let mut all = vec![Arc::new(DirLayer::open(&self.diff_dir(id), self.format()).ctx("open layer", self.diff_dir(id))?) as Arc<dyn LayerReader>];
+                    all.extend(lowers);
+                    all
+                } else {
+                    lowers
+                };
                 Ok(MountSpec::Stack {
                     lowers,
-                    upper: rw.then(|| (self.diff_dir(id), self.work_dir(id))),
+                    upper: (rw && !read_only).then(|| (self.diff_dir(id), self.work_dir(id))),
                     whiteouts: self.format(),
                 })
             }
