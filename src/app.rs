@@ -41,7 +41,8 @@ impl App {
     /// Opens the store at `root` (or the default root) and cleans stale mounts.
     pub fn open(root: Option<PathBuf>) -> Result<App> {
         let root = root.unwrap_or_else(layer_store::default_root);
-        let store = Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))?;
+        let store = Store::open(&root)
+            .with_context(|| format!("opening the store at {}", root.display()))?;
         let mounts = MountTable::new(store.root());
         mounts.prune().context("checking recorded mounts")?;
         Ok(App { store, mounts })
@@ -63,7 +64,11 @@ impl App {
     }
 
     /// The driver and frontend to use when the user names none.
-    pub fn choose(&self, driver: Option<&str>, frontend: Option<&str>) -> Result<(Box<dyn Driver>, FrontendKind)> {
+    pub fn choose(
+        &self,
+        driver: Option<&str>,
+        frontend: Option<&str>,
+    ) -> Result<(Box<dyn Driver>, FrontendKind)> {
         let (default_driver, default_frontend) = registry::default_choice(self.root());
         let driver = self.driver(driver.unwrap_or(&default_driver))?;
         let frontend = match frontend {
@@ -72,7 +77,10 @@ impl App {
             None => FrontendKind::Kernel,
         };
         if let Err(why) = driver.supports(frontend) {
-            bail!("driver {} cannot use the {frontend} frontend here: {why}", driver.name());
+            bail!(
+                "driver {} cannot use the {frontend} frontend here: {why}",
+                driver.name()
+            );
         }
         Ok((driver, frontend))
     }
@@ -90,7 +98,12 @@ impl App {
 
     /// Makes sure `driver` holds the first `upto` layers of `image` (all when `None`);
     /// returns the id of the top one. Layers are applied from the store on demand.
-    pub fn materialize(&self, driver: &dyn Driver, image: &Image, upto: Option<usize>) -> Result<String> {
+    pub fn materialize(
+        &self,
+        driver: &dyn Driver,
+        image: &Image,
+        upto: Option<usize>,
+    ) -> Result<String> {
         let all = self.layers(image)?;
         let layers = &all[..upto.unwrap_or(all.len()).min(all.len())];
         if layers.is_empty() {
@@ -109,7 +122,14 @@ impl App {
                     .with_context(|| format!("reading layer {} ({})", i + 1, layer.diff_id))?;
                 driver
                     .apply_diff(&id, parent.as_deref(), &mut tar)
-                    .with_context(|| format!("applying layer {} ({}) with {}", i + 1, layer.diff_id, driver.name()))?;
+                    .with_context(|| {
+                        format!(
+                            "applying layer {} ({}) with {}",
+                            i + 1,
+                            layer.diff_id,
+                            driver.name()
+                        )
+                    })?;
             }
             parent = Some(id);
         }
@@ -126,7 +146,8 @@ impl App {
             .with_context(|| format!("opening {}", path.display()))?;
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error()).with_context(|| format!("locking {}", path.display()));
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("locking {}", path.display()));
         }
         Ok(MaterializeLock(f))
     }
@@ -138,7 +159,11 @@ impl App {
 
     /// An image's uncompressed size.
     pub fn image_size(&self, image: &Image) -> Result<u64> {
-        Ok(self.layers(image)?.iter().map(|l| l.uncompressed_size).sum())
+        Ok(self
+            .layers(image)?
+            .iter()
+            .map(|l| l.uncompressed_size)
+            .sum())
     }
 
     /// The image a container was created from.

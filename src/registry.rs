@@ -20,7 +20,10 @@ pub fn open_driver(name: &str, root: &Path) -> Result<Box<dyn Driver>> {
         "aufs" | "squashfs" => {
             bail!("driver {name} is not part of this build yet (available: overlay2, vfs)")
         }
-        other => bail!("unknown driver {other:?} (known: {})", DRIVER_NAMES.join(", ")),
+        other => bail!(
+            "unknown driver {other:?} (known: {})",
+            DRIVER_NAMES.join(", ")
+        ),
     }
 }
 
@@ -28,8 +31,15 @@ pub fn open_driver(name: &str, root: &Path) -> Result<Box<dyn Driver>> {
 pub fn open_frontend(kind: FrontendKind) -> Result<Box<dyn Frontend>> {
     match kind {
         FrontendKind::Kernel => Ok(Box::new(KernelFrontend)),
-        FrontendKind::Fuse => bail!("the FUSE frontend is not part of this build yet; use --frontend kernel"),
+        FrontendKind::Fuse => {
+            bail!("the FUSE frontend is not part of this build yet; use --frontend kernel")
+        }
     }
+}
+
+/// The frontend that undoes a mount of the given kind (for `MountTable::put`).
+pub fn frontend_for_unmount(kind: FrontendKind) -> drivers::Result<Box<dyn Frontend>> {
+    open_frontend(kind).map_err(|e| drivers::DriverError::Other(e.to_string()))
 }
 
 /// One row of `lamina drivers`.
@@ -54,7 +64,9 @@ pub fn availability(root: &Path) -> Vec<Availability> {
             let verdict = match &driver {
                 Err(e) => Err(e.to_string()),
                 Ok(d) => d.supports(frontend).and_then(|()| {
-                    open_frontend(frontend).map(|_| ()).map_err(|e| e.to_string())
+                    open_frontend(frontend)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
                 }),
             };
             rows.push(Availability {
@@ -73,7 +85,10 @@ pub fn availability(root: &Path) -> Vec<Availability> {
 /// FUSE where it has not but FUSE works, else vfs.
 pub fn default_choice(root: &Path) -> (String, FrontendKind) {
     let rows = availability(root);
-    let works = |d: &str, f: FrontendKind| rows.iter().any(|r| r.driver == d && r.frontend == f && r.available);
+    let works = |d: &str, f: FrontendKind| {
+        rows.iter()
+            .any(|r| r.driver == d && r.frontend == f && r.available)
+    };
     if works("overlay2", FrontendKind::Kernel) {
         return ("overlay2".into(), FrontendKind::Kernel);
     }

@@ -38,7 +38,12 @@ fn unavailable(l: &Lamina, driver: &str, frontend: &str) -> Option<String> {
 
 fn assert_trees_equal(what: &str, expected: &Tree, actual: &Tree) {
     let diffs = compare_trees(expected, actual, CompareOptions::ignoring_dir_mtimes());
-    assert!(diffs.is_empty(), "{what}: {} differences:\n{}", diffs.len(), diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "{what}: {} differences:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
 }
 
 /// The base image of the container script: known paths the script touches.
@@ -88,7 +93,11 @@ fn run_script(root: &Path) {
     fs::remove_dir_all(root.join("opt/app")).unwrap();
     fs::create_dir(root.join("srv/moved")).unwrap();
     for name in ["x", "y"] {
-        fs::copy(root.join("srv/data").join(name), root.join("srv/moved").join(name)).unwrap();
+        fs::copy(
+            root.join("srv/data").join(name),
+            root.join("srv/moved").join(name),
+        )
+        .unwrap();
     }
     fs::remove_dir_all(root.join("srv/data")).unwrap();
     fs::create_dir_all(root.join("home/user/new")).unwrap();
@@ -98,7 +107,10 @@ fn run_script(root: &Path) {
     fs::remove_file(root.join("etc/motd")).unwrap();
     fs::write(root.join("etc/hosts"), "recreated\n").unwrap();
     // Writing one name of a hard-link group changes every name of it.
-    let mut f = fs::OpenOptions::new().append(true).open(root.join("etc/hl-a")).unwrap();
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(root.join("etc/hl-a"))
+        .unwrap();
     std::io::Write::write_all(&mut f, b"appended\n").unwrap();
     drop(f);
     // A directory deleted and made again hides everything it had.
@@ -180,20 +192,34 @@ fn conformance(driver: &str, frontend: &str) {
         let guard = l.mount(&args, &mnt);
         let actual = scan_tree(&mnt).unwrap();
         drop(guard);
-        assert_trees_equal(&format!("{test}: rich image up to layer {n}"), &rich.expected_tree_upto(n), &actual);
+        assert_trees_equal(
+            &format!("{test}: rich image up to layer {n}"),
+            &rich.expected_tree_upto(n),
+            &actual,
+        );
     }
 
     // 2. A container runs the fixed script; diff, commit and export agree.
     let base = script_base();
     let base_archive = l.path("base.tar");
-    base.write_oci_layout_tar(&base_archive, Some("v1")).unwrap();
-    l.ok(["import".as_ref(), base_archive.as_os_str(), "--name".as_ref(), "base:v1".as_ref()]);
+    base.write_oci_layout_tar(&base_archive, Some("v1"))
+        .unwrap();
+    l.ok([
+        "import".as_ref(),
+        base_archive.as_os_str(),
+        "--name".as_ref(),
+        "base:v1".as_ref(),
+    ]);
     l.ok(["create", "--driver", driver, "base:v1", "c1"]);
     let cmnt = l.mountpoint("c1");
     let after = {
         let guard = l.mount(&["--frontend", frontend, "c1"], &cmnt);
         let before = scan_tree(&cmnt).unwrap();
-        assert_trees_equal(&format!("{test}: fresh container"), &base.expected_tree(), &before);
+        assert_trees_equal(
+            &format!("{test}: fresh container"),
+            &base.expected_tree(),
+            &before,
+        );
         run_script(&cmnt);
         let after = scan_tree(&cmnt).unwrap();
         guard.unmount();
@@ -205,7 +231,11 @@ fn conformance(driver: &str, frontend: &str) {
     // The container's view survives a remount.
     {
         let guard = l.mount(&["--frontend", frontend, "c1"], &cmnt);
-        assert_trees_equal(&format!("{test}: remounted container"), &after, &scan_tree(&cmnt).unwrap());
+        assert_trees_equal(
+            &format!("{test}: remounted container"),
+            &after,
+            &scan_tree(&cmnt).unwrap(),
+        );
         drop(guard);
     }
 
@@ -213,19 +243,41 @@ fn conformance(driver: &str, frontend: &str) {
     l.ok(["create", "--driver", driver, "committed:v1", "c2"]);
     {
         let guard = l.mount(&["--frontend", frontend, "c2"], &cmnt);
-        assert_trees_equal(&format!("{test}: container of the committed image"), &after, &scan_tree(&cmnt).unwrap());
+        assert_trees_equal(
+            &format!("{test}: container of the committed image"),
+            &after,
+            &scan_tree(&cmnt).unwrap(),
+        );
         drop(guard);
     }
-    assert_eq!(l.ok(["diff", "c2"]), "", "{test}: a fresh container has no changes");
+    assert_eq!(
+        l.ok(["diff", "c2"]),
+        "",
+        "{test}: a fresh container has no changes"
+    );
 
     let export = l.path("c1-export.tar");
-    l.ok(["export".as_ref(), "c1".as_ref(), "-o".as_ref(), export.as_os_str()]);
-    l.ok(["import".as_ref(), export.as_os_str(), "--name".as_ref(), "exported:c1".as_ref()]);
+    l.ok([
+        "export".as_ref(),
+        "c1".as_ref(),
+        "-o".as_ref(),
+        export.as_os_str(),
+    ]);
+    l.ok([
+        "import".as_ref(),
+        export.as_os_str(),
+        "--name".as_ref(),
+        "exported:c1".as_ref(),
+    ]);
     {
         let mut args = row.to_vec();
         args.push("exported:c1");
         let guard = l.mount(&args, &mnt);
-        assert_trees_equal(&format!("{test}: exported root filesystem"), &after, &scan_tree(&mnt).unwrap());
+        assert_trees_equal(
+            &format!("{test}: exported root filesystem"),
+            &after,
+            &scan_tree(&mnt).unwrap(),
+        );
         drop(guard);
     }
     l.ok(["rm", "c1"]);

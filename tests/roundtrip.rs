@@ -37,8 +37,13 @@ fn op() -> impl Strategy<Value = Op> {
         (n.clone(), any::<u8>()).prop_map(|(p, b)| Op::Write(p, b)),
         n.clone().prop_map(Op::Append),
         (n.clone(), 0u8..4).prop_map(|(p, l)| Op::Truncate(p, l)),
-        (n.clone(), prop_oneof![Just(0o600u32), Just(0o755), Just(0o4755), Just(0o1777)]).prop_map(|(p, m)| Op::Chmod(p, m)),
-        (n.clone(), prop_oneof![Just(0u32), Just(1000), Just(4242)]).prop_map(|(p, u)| Op::Chown(p, u)),
+        (
+            n.clone(),
+            prop_oneof![Just(0o600u32), Just(0o755), Just(0o4755), Just(0o1777)]
+        )
+            .prop_map(|(p, m)| Op::Chmod(p, m)),
+        (n.clone(), prop_oneof![Just(0u32), Just(1000), Just(4242)])
+            .prop_map(|(p, u)| Op::Chown(p, u)),
         n.clone().prop_map(Op::Unlink),
         n.clone().prop_map(Op::Mkdir),
         n.clone().prop_map(Op::RemoveAll),
@@ -61,7 +66,10 @@ fn run(root: &Path, op: &Op) {
             .append(true)
             .open(p(*i))
             .and_then(|mut f| std::io::Write::write_all(&mut f, b"+")),
-        Op::Truncate(i, l) => fs::OpenOptions::new().write(true).open(p(*i)).and_then(|f| f.set_len(*l as u64)),
+        Op::Truncate(i, l) => fs::OpenOptions::new()
+            .write(true)
+            .open(p(*i))
+            .and_then(|f| f.set_len(*l as u64)),
         Op::Chmod(i, m) => fs::set_permissions(p(*i), fs::Permissions::from_mode(*m)),
         Op::Chown(i, u) => std::os::unix::fs::lchown(p(*i), Some(*u), Some(*u)),
         Op::Unlink(i) => fs::remove_file(p(*i)),
@@ -74,7 +82,15 @@ fn run(root: &Path, op: &Op) {
             let path = std::ffi::CString::new(p(*i).into_os_string().into_encoded_bytes()).unwrap();
             let value = [*v];
             // SAFETY: valid NUL-terminated strings and a one-byte value.
-            let r = unsafe { libc::lsetxattr(path.as_ptr(), c"user.prop".as_ptr(), value.as_ptr().cast(), 1, 0) };
+            let r = unsafe {
+                libc::lsetxattr(
+                    path.as_ptr(),
+                    c"user.prop".as_ptr(),
+                    value.as_ptr().cast(),
+                    1,
+                    0,
+                )
+            };
             if r == 0 {
                 Ok(())
             } else {
@@ -97,7 +113,12 @@ fn base_image() -> ImageBuilder {
                 .hardlink("d/b", "d/a"),
             Compression::Gzip,
         )
-        .layer(LayerBuilder::new().whiteout("a").file("b", "upper b", 0o600), Compression::None)
+        .layer(
+            LayerBuilder::new()
+                .whiteout("a")
+                .file("b", "upper b", 0o600),
+            Compression::None,
+        )
 }
 
 /// Checks that every `lamina diff` line agrees with the two trees, and that
@@ -106,7 +127,9 @@ fn base_image() -> ImageBuilder {
 fn check_diff(before: &Tree, after: &Tree, diff: &str) -> Result<(), String> {
     let mut listed: BTreeMap<String, char> = BTreeMap::new();
     for line in diff.lines() {
-        let (kind, path) = line.split_once(' ').ok_or(format!("bad diff line {line:?}"))?;
+        let (kind, path) = line
+            .split_once(' ')
+            .ok_or(format!("bad diff line {line:?}"))?;
         let kind = kind.chars().next().unwrap();
         let ok = match kind {
             'A' => after.contains(path) && !before.contains(path),
@@ -146,7 +169,9 @@ fn check_diff(before: &Tree, after: &Tree, diff: &str) -> Result<(), String> {
     }
     for path in before.nodes.keys() {
         if !after.contains(path) && !covered(path) {
-            return Err(format!("{path} was deleted but lamina diff does not say so"));
+            return Err(format!(
+                "{path} was deleted but lamina diff does not say so"
+            ));
         }
     }
     Ok(())
@@ -159,7 +184,9 @@ fn roundtrip(driver: &str) {
     }
     let l = Lamina::new();
     let p = l.path("base.tar");
-    base_image().write_docker_archive(&p, &["base:1"], DockerArchiveForm::Blobs).unwrap();
+    base_image()
+        .write_docker_archive(&p, &["base:1"], DockerArchiveForm::Blobs)
+        .unwrap();
     l.ok(["import".as_ref(), p.as_os_str()]);
     let m = l.mountpoint("m");
     let counter = std::cell::Cell::new(0u32);

@@ -18,7 +18,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -30,6 +30,7 @@ use crate::error::{DriverError, IoContext, Result};
 use crate::fsutil::{self, clean_components, join_components, Meta};
 use crate::layer::{FileKind, OCI_OPAQUE, OCI_WHITEOUT_PREFIX};
 use crate::mount::WhiteoutFormat;
+use crate::tar_reader::{TarEntry, TarKind, TarReader};
 use crate::xattr::{self, XattrTarget};
 
 /// How whiteout entries of a layer tar are stored in the target directory.
@@ -82,18 +83,15 @@ pub fn apply_layer(root: &Path, tar: &mut dyn Read, mode: WhiteoutMode) -> Resul
         stats: ApplyStats::default(),
         buf: vec![0u8; COPY_CHUNK],
     };
-    let mut archive = tar::Archive::new(tar);
-    let entries = archive
-        .entries()
-        .map_err(|e| DriverError::BadLayer(format!("cannot read layer tar: {e}")))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| {
-            DriverError::BadLayer(format!(
-                "corrupt or truncated layer tar after {} entries: {e}",
-                applier.stats.entries
-            ))
+    let mut reader = TarReader::new(tar);
+    loop {
+        let entry = reader.next_entry().map_err(|e| {
+            DriverError::BadLayer(format!("{e} (after {} entries)", applier.stats.entries))
         })?;
-        applier.apply_entry(&mut entry)?;
+        let Some(entry) = entry else {
+            break;
+        };
+        applier.apply_entry(entry, &mut reader)?;
     }
     applier.finish()?;
     debug!(root = %root.display(), entries = applier.stats.entries, bytes = applier.stats.bytes, "applied layer");
@@ -130,6 +128,8 @@ struct EntryInfo {
     mtime: i64,
     mtime_nsec: u32,
     size: u64,
+    /// Data segments of a sparse file (everything else is a hole).
+    sparse: Option<Vec<(u64, u64)>>,
     xattrs: Vec<(OsString, Vec<u8>)>,
 }
 
@@ -143,138 +143,75 @@ fn bad(msg: impl Into<String>) -> DriverError {
     DriverError::BadLayer(msg.into())
 }
 
-/// Parses a PAX time (`seconds[.fraction]`, possibly negative) into seconds and nanoseconds.
-fn parse_pax_time(value: &[u8]) -> Option<(i64, u32)> {
-    let s = std::str::from_utf8(value).ok()?;
-    let (neg, s) = match s.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, s),
-    };
-    let (secs, frac) = match s.split_once('.') {
-        Some((a, b)) => (a, b),
-        None => (s, ""),
-    };
-    let secs: i64 = secs.parse().ok()?;
-    if !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let mut nsec: u32 = 0;
-    for digit in frac.bytes().chain(std::iter::repeat(b'0')).take(9) {
-        nsec = nsec * 10 + u32::from(digit - b'0');
-    }
-    if neg {
-        if nsec == 0 {
-            Some((-secs, 0))
-        } else {
-            Some((-secs - 1, 1_000_000_000 - nsec))
-        }
-    } else {
-        Some((secs, nsec))
-    }
+/// Resolution errors caused by the layer's own content (a path component that
+/// is a file, a symlink loop, a symlink leading across a mount).
+fn is_layer_shape_error(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::ENOTDIR) | Some(libc::ELOOP) | Some(libc::EXDEV) | Some(libc::ENAMETOOLONG)
+    )
 }
 
-fn parse_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<EntryInfo>> {
-    let raw_path = entry.path_bytes().into_owned();
-    let shown = String::from_utf8_lossy(&raw_path).into_owned();
-    let header = entry.header();
-    let entry_type = header.entry_type();
-    let field_err = |field: &str, e: io::Error| bad(format!("{shown}: invalid {field}: {e}"));
-    let kind = match entry_type {
-        tar::EntryType::XGlobalHeader => return Ok(None),
-        tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-            // Pre-POSIX archives mark directories only by a trailing slash.
-            if header.as_old().linkflag[0] == 0 && raw_path.ends_with(b"/") {
-                EntryKind::Directory
-            } else {
-                EntryKind::Regular
+fn parse_entry(entry: TarEntry) -> Result<EntryInfo> {
+    let shown = String::from_utf8_lossy(&entry.path).into_owned();
+    let kind = match entry.kind {
+        TarKind::Regular => EntryKind::Regular,
+        TarKind::Directory => EntryKind::Directory,
+        TarKind::Symlink => {
+            if entry.link.is_empty() {
+                return Err(bad(format!("symlink {shown} has no target")));
             }
+            EntryKind::Symlink(OsString::from_vec(entry.link))
         }
-        tar::EntryType::Directory => EntryKind::Directory,
-        tar::EntryType::Symlink => {
-            let target = entry
-                .link_name_bytes()
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| bad(format!("symlink {shown} has no target")))?;
-            EntryKind::Symlink(OsStr::from_bytes(&target).to_os_string())
-        }
-        tar::EntryType::Link => {
-            let target = entry
-                .link_name_bytes()
-                .ok_or_else(|| bad(format!("hard link {shown} has no target")))?;
-            let comps = clean_components(&target);
+        TarKind::Hardlink => {
+            let comps = clean_components(&entry.link);
             if comps.is_empty() {
-                return Err(bad(format!(
-                    "hard link {shown} points at the layer root"
-                )));
+                return Err(bad(format!("hard link {shown} points at the layer root")));
             }
             EntryKind::Hardlink(comps)
         }
-        tar::EntryType::Char | tar::EntryType::Block => {
-            let major = header
-                .device_major()
-                .map_err(|e| field_err("device major", e))?
-                .unwrap_or(0);
-            let minor = header
-                .device_minor()
-                .map_err(|e| field_err("device minor", e))?
-                .unwrap_or(0);
-            let kind = if entry_type == tar::EntryType::Char {
-                FileKind::CharDevice
-            } else {
-                FileKind::BlockDevice
-            };
-            EntryKind::Device(kind, libc::makedev(major, minor))
-        }
-        tar::EntryType::Fifo => EntryKind::Fifo,
-        other => {
+        TarKind::CharDevice => EntryKind::Device(
+            FileKind::CharDevice,
+            libc::makedev(entry.dev_major, entry.dev_minor),
+        ),
+        TarKind::BlockDevice => EntryKind::Device(
+            FileKind::BlockDevice,
+            libc::makedev(entry.dev_major, entry.dev_minor),
+        ),
+        TarKind::Fifo => EntryKind::Fifo,
+        TarKind::Other(flag) => {
             return Err(bad(format!(
                 "{shown}: unsupported tar entry type {:?}",
-                other.as_byte() as char
+                flag as char
             )))
         }
     };
     let to_u32 = |field: &str, v: u64| {
         u32::try_from(v).map_err(|_| bad(format!("{shown}: {field} {v} out of range")))
     };
-    let mode = header.mode().map_err(|e| field_err("mode", e))? & 0o7777;
-    let uid = to_u32("uid", header.uid().map_err(|e| field_err("uid", e))?)?;
-    let gid = to_u32("gid", header.gid().map_err(|e| field_err("gid", e))?)?;
-    let mtime = header.mtime().map_err(|e| field_err("mtime", e))?;
-    let mut mtime = (i64::try_from(mtime).unwrap_or(i64::MAX), 0u32);
-    let size = entry.size();
-    let mut xattrs = Vec::new();
-    if let Some(exts) = entry
-        .pax_extensions()
-        .map_err(|e| bad(format!("{shown}: unreadable PAX records: {e}")))?
-    {
-        for ext in exts {
-            let ext = ext.map_err(|e| bad(format!("{shown}: corrupt PAX record: {e}")))?;
-            let key = ext.key_bytes();
-            if key == b"mtime" {
-                mtime = parse_pax_time(ext.value_bytes())
-                    .ok_or_else(|| bad(format!("{shown}: invalid PAX mtime")))?;
-            } else if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                let name = OsStr::from_bytes(name);
-                if xattr::is_overlay_xattr(name) {
-                    warn!(path = %shown, xattr = ?name, "dropping overlay xattr carried by the layer");
-                    continue;
-                }
-                xattrs.push((name.to_os_string(), ext.value_bytes().to_vec()));
-            }
+    let uid = to_u32("uid", entry.uid)?;
+    let gid = to_u32("gid", entry.gid)?;
+    let mut xattrs = Vec::with_capacity(entry.xattrs.len());
+    for (name, value) in entry.xattrs {
+        if xattr::is_overlay_xattr(&name) {
+            warn!(path = %shown, xattr = ?name, "dropping overlay xattr carried by the layer");
+            continue;
         }
+        xattrs.push((name, value));
     }
-    Ok(Some(EntryInfo {
-        components: clean_components(&raw_path),
+    Ok(EntryInfo {
+        components: clean_components(&entry.path),
         display: shown,
         kind,
-        mode,
+        mode: entry.mode,
         uid,
         gid,
-        mtime: mtime.0,
-        mtime_nsec: mtime.1,
-        size,
+        mtime: entry.mtime,
+        mtime_nsec: entry.mtime_nsec,
+        size: entry.size,
+        sparse: entry.sparse,
         xattrs,
-    }))
+    })
 }
 
 struct Applier {
@@ -302,10 +239,8 @@ impl Applier {
         }
     }
 
-    fn apply_entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
-        let Some(info) = parse_entry(entry)? else {
-            return Ok(());
-        };
+    fn apply_entry<R: Read>(&mut self, entry: TarEntry, data: &mut TarReader<R>) -> Result<()> {
+        let info = parse_entry(entry)?;
         self.stats.entries += 1;
         let Some((name, parent)) = info.components.split_last() else {
             return self.apply_root(&info);
@@ -318,7 +253,7 @@ impl Applier {
         let rel = info.rel();
         match &info.kind {
             EntryKind::Directory => self.make_dir(pfd, name, &rel, &info)?,
-            EntryKind::Regular => self.make_file(pfd, name, &rel, &info, entry)?,
+            EntryKind::Regular => self.make_file(pfd, name, &rel, &info, data)?,
             EntryKind::Symlink(target) => {
                 self.clear_slot(pfd, name, &rel, false)?;
                 fsutil::symlink_at(target, pfd, name).map_err(|e| self.io("symlink", &rel, e))?;
@@ -329,6 +264,14 @@ impl Applier {
                     return Ok(());
                 }
                 self.make_hardlink(pfd, name, &rel, target, &info)?;
+            }
+            EntryKind::Device(FileKind::CharDevice, 0)
+                if matches!(self.mode, WhiteoutMode::Overlay { .. }) =>
+            {
+                // In overlay format a 0/0 character device *is* a whiteout: a layer
+                // must not hide lower content except through OCI whiteouts.
+                warn!(path = %info.display, "not creating a 0/0 character device from the layer: it would act as an overlay whiteout");
+                return Ok(());
             }
             EntryKind::Device(kind, rdev) => {
                 self.clear_slot(pfd, name, &rel, false)?;
@@ -355,14 +298,18 @@ impl Applier {
                 info.display
             )));
         }
-        let root = Rc::new(
-            fsutil::open_dir_at(self.root.as_fd(), OsStr::new(""))
-                .map_err(|e| self.io("open", Path::new(""), e))?,
-        );
+        let root = fsutil::open_dir_at(self.root.as_fd(), OsStr::new(""))
+            .map_err(|e| self.io("open", Path::new(""), e))?;
         self.set_dir_meta(root.as_fd(), Path::new(""), info, true)
     }
 
-    fn make_dir(&mut self, pfd: BorrowedFd<'_>, name: &OsStr, rel: &Path, info: &EntryInfo) -> Result<()> {
+    fn make_dir(
+        &mut self,
+        pfd: BorrowedFd<'_>,
+        name: &OsStr,
+        rel: &Path,
+        info: &EntryInfo,
+    ) -> Result<()> {
         let existing = self.clear_slot(pfd, name, rel, true)?;
         let replaces_whiteout = existing.is_some_and(|m| m.is_overlay_whiteout());
         let keep = existing.is_some_and(|m| m.is_dir());
@@ -382,7 +329,13 @@ impl Applier {
         Ok(())
     }
 
-    fn set_dir_meta(&mut self, fd: BorrowedFd<'_>, rel: &Path, info: &EntryInfo, existed: bool) -> Result<()> {
+    fn set_dir_meta(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        rel: &Path,
+        info: &EntryInfo,
+        existed: bool,
+    ) -> Result<()> {
         fsutil::chown_fd(fd, info.uid, info.gid).map_err(|e| self.io("chown", rel, e))?;
         fsutil::chmod_fd(fd, info.mode).map_err(|e| self.io("chmod", rel, e))?;
         if existed {
@@ -393,7 +346,9 @@ impl Applier {
             for (name, _) in current {
                 let listed = info.xattrs.iter().any(|(n, _)| *n == name);
                 if !listed && !xattr::is_overlay_xattr(&name) {
-                    target.remove(&name).map_err(|e| self.io("remove xattr", rel, e))?;
+                    target
+                        .remove(&name)
+                        .map_err(|e| self.io("remove xattr", rel, e))?;
                 }
             }
         }
@@ -409,44 +364,75 @@ impl Applier {
         name: &OsStr,
         rel: &Path,
         info: &EntryInfo,
-        data: &mut tar::Entry<'_, R>,
+        data: &mut TarReader<R>,
     ) -> Result<()> {
         self.clear_slot(pfd, name, rel, false)?;
-        let fd = fsutil::open_at(pfd, name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)
-            .map_err(|e| self.io("create", rel, e))?;
+        let fd = fsutil::open_at(
+            pfd,
+            name,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            0o600,
+        )
+        .map_err(|e| self.io("create", rel, e))?;
         let file = File::from(fd);
         self.write_content(&file, rel, info, data)?;
         self.set_meta_fd(file.as_fd(), rel, info)
     }
 
-    /// Copies the entry's content into `file`, leaving all-zero blocks as holes.
+    /// Copies the entry's content into `file`, leaving holes where the tar has
+    /// sparse holes and where the content has all-zero blocks.
     fn write_content<R: Read>(
         &mut self,
         file: &File,
         rel: &Path,
         info: &EntryInfo,
-        data: &mut tar::Entry<'_, R>,
+        data: &mut TarReader<R>,
     ) -> Result<()> {
-        let mut offset: u64 = 0;
-        loop {
-            let mut filled = 0;
-            while filled < self.buf.len() {
-                match data.read(&mut self.buf[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        return Err(bad(format!(
-                            "{}: cannot read content from the layer tar: {e}",
-                            info.display
-                        )))
-                    }
+        match &info.sparse {
+            Some(segments) => {
+                for &(offset, len) in segments {
+                    self.write_segment(file, rel, info, data, offset, len)?;
                 }
             }
-            if filled == 0 {
-                break;
+            None => self.write_segment(file, rel, info, data, 0, info.size)?,
+        }
+        file.set_len(info.size)
+            .map_err(|e| self.io("truncate", rel, e))?;
+        self.stats.bytes += info.size;
+        Ok(())
+    }
+
+    /// Copies `len` bytes of the tar into `file` at `offset`, skipping all-zero blocks.
+    fn write_segment<R: Read>(
+        &mut self,
+        file: &File,
+        rel: &Path,
+        info: &EntryInfo,
+        data: &mut TarReader<R>,
+        offset: u64,
+        len: u64,
+    ) -> Result<()> {
+        let mut done: u64 = 0;
+        while done < len {
+            let want = (len - done).min(self.buf.len() as u64) as usize;
+            let mut filled = 0;
+            while filled < want {
+                let n = data.read_data(&mut self.buf[filled..want]).map_err(|e| {
+                    bad(format!(
+                        "{}: cannot read content from the layer tar: {e}",
+                        info.display
+                    ))
+                })?;
+                if n == 0 {
+                    return Err(bad(format!(
+                        "{}: truncated layer tar: content ends early",
+                        info.display
+                    )));
+                }
+                filled += n;
             }
             let chunk = &self.buf[..filled];
+            let base = offset + done;
             let mut start = 0;
             while start < chunk.len() {
                 let end = (start + HOLE_BLOCK).min(chunk.len());
@@ -463,7 +449,7 @@ impl Applier {
                     }
                     run_end = next;
                 }
-                file.write_all_at(&chunk[start..run_end], offset + start as u64)
+                file.write_all_at(&chunk[start..run_end], base + start as u64)
                     .map_err(|e| DriverError::Io {
                         op: "write",
                         path: self.root_path.join(rel),
@@ -471,16 +457,8 @@ impl Applier {
                     })?;
                 start = run_end;
             }
-            offset += filled as u64;
+            done += filled as u64;
         }
-        if offset != info.size {
-            return Err(bad(format!(
-                "{}: truncated layer tar: expected {} bytes of content, got {offset}",
-                info.display, info.size
-            )));
-        }
-        file.set_len(info.size).map_err(|e| self.io("truncate", rel, e))?;
-        self.stats.bytes += info.size;
         Ok(())
     }
 
@@ -492,8 +470,10 @@ impl Applier {
         target: &[OsString],
         info: &EntryInfo,
     ) -> Result<()> {
-        let (target_name, target_parent) = target.split_last().expect("checked non-empty");
         let target_display = join_components(target);
+        let Some((target_name, target_parent)) = target.split_last() else {
+            return Err(bad(format!("hard link {} has no target", info.display)));
+        };
         let missing = || {
             bad(format!(
                 "hard link {} points at {}, which is not in the layer",
@@ -525,12 +505,19 @@ impl Applier {
             }
         }
         self.clear_slot(pfd, name, rel, false)?;
-        fsutil::link_at(tparent.as_fd(), target_name, pfd, name).map_err(|e| self.io("link", rel, e))
+        fsutil::link_at(tparent.as_fd(), target_name, pfd, name)
+            .map_err(|e| self.io("link", rel, e))
     }
 
     /// Makes room for a new entry at `name`: an existing directory is kept when the
     /// new entry is a directory, anything else is removed. Returns what was there.
-    fn clear_slot(&mut self, pfd: BorrowedFd<'_>, name: &OsStr, rel: &Path, new_is_dir: bool) -> Result<Option<Meta>> {
+    fn clear_slot(
+        &mut self,
+        pfd: BorrowedFd<'_>,
+        name: &OsStr,
+        rel: &Path,
+        new_is_dir: bool,
+    ) -> Result<Option<Meta>> {
         let existing = fsutil::stat_at(pfd, name).map_err(|e| self.io("stat", rel, e))?;
         if let Some(meta) = existing {
             if meta.is_dir() {
@@ -550,10 +537,17 @@ impl Applier {
         fsutil::chown_fd(fd, info.uid, info.gid).map_err(|e| self.io("chown", rel, e))?;
         fsutil::chmod_fd(fd, info.mode).map_err(|e| self.io("chmod", rel, e))?;
         self.set_xattrs(XattrTarget::Fd(fd), rel, info)?;
-        fsutil::set_times_fd(fd, info.mtime, info.mtime_nsec).map_err(|e| self.io("set times", rel, e))
+        fsutil::set_times_fd(fd, info.mtime, info.mtime_nsec)
+            .map_err(|e| self.io("set times", rel, e))
     }
 
-    fn set_meta_at(&self, pfd: BorrowedFd<'_>, name: &OsStr, rel: &Path, info: &EntryInfo) -> Result<()> {
+    fn set_meta_at(
+        &self,
+        pfd: BorrowedFd<'_>,
+        name: &OsStr,
+        rel: &Path,
+        info: &EntryInfo,
+    ) -> Result<()> {
         fsutil::chown_at(pfd, name, info.uid, info.gid).map_err(|e| self.io("chown", rel, e))?;
         fsutil::chmod_at(pfd, name, info.mode).map_err(|e| self.io("chmod", rel, e))?;
         self.set_xattrs(XattrTarget::At(pfd, name), rel, info)?;
@@ -603,12 +597,13 @@ impl Applier {
                 self.create_dirs(components)?
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
-            Err(e) => {
+            Err(e) if is_layer_shape_error(&e) => {
                 return Err(bad(format!(
                     "cannot open directory {} inside the layer: {e}",
                     rel.display()
                 )))
             }
+            Err(e) => return Err(self.io("open directory", &rel, e)),
         };
         let fd = Rc::new(fd);
         self.parent_cache = Some((rel, fd.clone()));
@@ -654,12 +649,13 @@ impl Applier {
                         }
                     })?
                 }
-                Err(e) => {
+                Err(e) if is_layer_shape_error(&e) => {
                     return Err(bad(format!(
                         "cannot open directory {} inside the layer: {e}",
                         prefix.display()
                     )))
                 }
+                Err(e) => return Err(self.io("open directory", &prefix, e)),
             };
         }
         Ok(current)
@@ -680,7 +676,12 @@ impl Applier {
         self.created.contains(rel) || self.created_ancestors.contains(rel)
     }
 
-    fn apply_whiteout(&mut self, parent: &[OsString], name: &OsStr, info: &EntryInfo) -> Result<()> {
+    fn apply_whiteout(
+        &mut self,
+        parent: &[OsString],
+        name: &OsStr,
+        info: &EntryInfo,
+    ) -> Result<()> {
         let bytes = name.as_bytes();
         if bytes == OCI_OPAQUE.as_bytes() {
             return self.apply_opaque(parent, name, info);
@@ -729,7 +730,9 @@ impl Applier {
                 let Some(fd) = self.parent_dir(dir, false)? else {
                     return Ok(());
                 };
-                for child in fsutil::read_dir_names(fd.as_fd()).map_err(|e| self.io("read directory", &rel, e))? {
+                for child in fsutil::read_dir_names(fd.as_fd())
+                    .map_err(|e| self.io("read directory", &rel, e))?
+                {
                     let child_rel = rel.join(&child);
                     self.remove_lower(fd.as_fd(), &child, &child_rel)?;
                 }
@@ -755,8 +758,11 @@ impl Applier {
             return Ok(());
         };
         if meta.is_dir() {
-            let sub = fsutil::open_dir_at(dir, name).map_err(|e| self.io("open directory", rel, e))?;
-            for child in fsutil::read_dir_names(sub.as_fd()).map_err(|e| self.io("read directory", rel, e))? {
+            let sub =
+                fsutil::open_dir_at(dir, name).map_err(|e| self.io("open directory", rel, e))?;
+            for child in fsutil::read_dir_names(sub.as_fd())
+                .map_err(|e| self.io("read directory", rel, e))?
+            {
                 let child_rel = rel.join(&child);
                 self.remove_lower(sub.as_fd(), &child, &child_rel)?;
             }
@@ -770,8 +776,13 @@ impl Applier {
         let pfd = pfd.as_fd();
         let rel = info.rel();
         self.clear_slot(pfd, name, &rel, false)?;
-        let fd = fsutil::open_at(pfd, name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)
-            .map_err(|e| self.io("create", &rel, e))?;
+        let fd = fsutil::open_at(
+            pfd,
+            name,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            0o600,
+        )
+        .map_err(|e| self.io("create", &rel, e))?;
         self.set_meta_fd(fd.as_fd(), &rel, info)?;
         self.mark_created(rel);
         Ok(())
@@ -797,29 +808,19 @@ impl Applier {
             ) {
                 Ok(fd) => fd,
                 // Replaced by a later entry of the tar.
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP)) => continue,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP)
+                    ) =>
+                {
+                    continue
+                }
                 Err(e) => return Err(self.io("open directory", &rel, e)),
             };
-            fsutil::set_times_fd(fd.as_fd(), sec, nsec).map_err(|e| self.io("set times", &rel, e))?;
+            fsutil::set_times_fd(fd.as_fd(), sec, nsec)
+                .map_err(|e| self.io("set times", &rel, e))?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_pax_time;
-
-    #[test]
-    fn pax_times_parse() {
-        assert_eq!(parse_pax_time(b"1700000000"), Some((1_700_000_000, 0)));
-        assert_eq!(parse_pax_time(b"1700000000.5"), Some((1_700_000_000, 500_000_000)));
-        assert_eq!(
-            parse_pax_time(b"12.123456789123"),
-            Some((12, 123_456_789))
-        );
-        assert_eq!(parse_pax_time(b"-1.25"), Some((-2, 750_000_000)));
-        assert_eq!(parse_pax_time(b"x"), None);
-        assert_eq!(parse_pax_time(b"1.2x"), None);
     }
 }

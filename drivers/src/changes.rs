@@ -100,7 +100,12 @@ impl TreeDelta {
             None => true,
         };
         let mut prefix = Vec::new();
-        walk.compare_dirs(old_root.as_ref().map(OwnedFd::as_fd), Some(new_root.as_fd()), &mut prefix, false)?;
+        walk.compare_dirs(
+            old_root.as_ref().map(OwnedFd::as_fd),
+            Some(new_root.as_fd()),
+            &mut prefix,
+            false,
+        )?;
         walk.mark_link_groups();
         walk.mark_ancestors();
         Ok(walk.delta)
@@ -143,7 +148,13 @@ struct LinkGroup {
 }
 
 impl Walk {
-    fn err(&self, op: &'static str, old: bool, components: &[OsString], e: io::Error) -> DriverError {
+    fn err(
+        &self,
+        op: &'static str,
+        old: bool,
+        components: &[OsString],
+        e: io::Error,
+    ) -> DriverError {
         let base = if old {
             self.old_path.clone().unwrap_or_default()
         } else {
@@ -184,11 +195,13 @@ impl Walk {
         under_replaced: bool,
     ) -> Result<()> {
         let old_names = match old {
-            Some(fd) => fsutil::read_dir_names(fd).map_err(|e| self.err("read directory", true, prefix, e))?,
+            Some(fd) => fsutil::read_dir_names(fd)
+                .map_err(|e| self.err("read directory", true, prefix, e))?,
             None => Vec::new(),
         };
         let new_names = match new {
-            Some(fd) => fsutil::read_dir_names(fd).map_err(|e| self.err("read directory", false, prefix, e))?,
+            Some(fd) => fsutil::read_dir_names(fd)
+                .map_err(|e| self.err("read directory", false, prefix, e))?,
             None => Vec::new(),
         };
         let (mut i, mut j) = (0, 0);
@@ -215,7 +228,12 @@ impl Walk {
                 std::cmp::Ordering::Equal => {
                     let name = &new_names[j];
                     prefix.push(name.clone());
-                    self.compare_entry(old.expect("names come from it"), new.expect("names come from it"), name, prefix)?;
+                    self.compare_entry(
+                        old.expect("names come from it"),
+                        new.expect("names come from it"),
+                        name,
+                        prefix,
+                    )?;
                     prefix.pop();
                     i += 1;
                     j += 1;
@@ -226,14 +244,22 @@ impl Walk {
     }
 
     /// `path` exists only in the new tree: it and everything below it is added.
-    fn added(&mut self, new_dir: BorrowedFd<'_>, name: &OsStr, path: &mut Vec<OsString>) -> Result<()> {
-        let Some(meta) = fsutil::stat_at(new_dir, name).map_err(|e| self.err("stat", false, path, e))? else {
+    fn added(
+        &mut self,
+        new_dir: BorrowedFd<'_>,
+        name: &OsStr,
+        path: &mut Vec<OsString>,
+    ) -> Result<()> {
+        let Some(meta) =
+            fsutil::stat_at(new_dir, name).map_err(|e| self.err("stat", false, path, e))?
+        else {
             return Ok(());
         };
         self.record(path, ChangeKind::Added, false);
         self.note_inode(&meta, path, true);
         if meta.is_dir() {
-            let sub = fsutil::open_dir_at(new_dir, name).map_err(|e| self.err("open directory", false, path, e))?;
+            let sub = fsutil::open_dir_at(new_dir, name)
+                .map_err(|e| self.err("open directory", false, path, e))?;
             self.compare_dirs(None, Some(sub.as_fd()), path, false)?;
         }
         Ok(())
@@ -258,19 +284,31 @@ impl Walk {
             }
             (None, None) => return Ok(()),
         };
-        let changed = self.differ(Side::At(old_dir, name), Side::At(new_dir, name), &om, &nm, path)?;
+        let changed = self.differ(
+            Side::At(old_dir, name),
+            Side::At(new_dir, name),
+            &om,
+            &nm,
+            path,
+        )?;
         if changed {
             self.record(path, ChangeKind::Modified, false);
         }
         self.note_inode(&nm, path, changed);
         if om.is_dir() || nm.is_dir() {
             let old_sub = if om.is_dir() {
-                Some(fsutil::open_dir_at(old_dir, name).map_err(|e| self.err("open directory", true, path, e))?)
+                Some(
+                    fsutil::open_dir_at(old_dir, name)
+                        .map_err(|e| self.err("open directory", true, path, e))?,
+                )
             } else {
                 None
             };
             let new_sub = if nm.is_dir() {
-                Some(fsutil::open_dir_at(new_dir, name).map_err(|e| self.err("open directory", false, path, e))?)
+                Some(
+                    fsutil::open_dir_at(new_dir, name)
+                        .map_err(|e| self.err("open directory", false, path, e))?,
+                )
             } else {
                 None
             };
@@ -286,7 +324,14 @@ impl Walk {
     }
 
     /// Whether two entries of the same path differ.
-    fn differ(&self, old: Side<'_>, new: Side<'_>, om: &Meta, nm: &Meta, path: &[OsString]) -> Result<bool> {
+    fn differ(
+        &self,
+        old: Side<'_>,
+        new: Side<'_>,
+        om: &Meta,
+        nm: &Meta,
+        path: &[OsString],
+    ) -> Result<bool> {
         if om.kind != nm.kind || om.mode != nm.mode || om.uid != nm.uid || om.gid != nm.gid {
             return Ok(true);
         }
@@ -308,15 +353,23 @@ impl Walk {
         }
         if nm.kind == FileKind::Symlink {
             if let (Side::At(od, on), Side::At(nd, nn)) = (old, new) {
-                let ot = fsutil::readlink_at(od, on).map_err(|e| self.err("readlink", true, path, e))?;
-                let nt = fsutil::readlink_at(nd, nn).map_err(|e| self.err("readlink", false, path, e))?;
+                let ot =
+                    fsutil::readlink_at(od, on).map_err(|e| self.err("readlink", true, path, e))?;
+                let nt = fsutil::readlink_at(nd, nn)
+                    .map_err(|e| self.err("readlink", false, path, e))?;
                 if ot != nt {
                     return Ok(true);
                 }
             }
         }
-        let ox = old.xattr_target().list().map_err(|e| self.err("list xattrs", true, path, e))?;
-        let nx = new.xattr_target().list().map_err(|e| self.err("list xattrs", false, path, e))?;
+        let ox = old
+            .xattr_target()
+            .list()
+            .map_err(|e| self.err("list xattrs", true, path, e))?;
+        let nx = new
+            .xattr_target()
+            .list()
+            .map_err(|e| self.err("list xattrs", false, path, e))?;
         Ok(ox != nx)
     }
 

@@ -129,7 +129,9 @@ impl Copier {
         let names = fsutil::read_dir_names(src).map_err(|e| self.err("read directory", rel, e))?;
         for name in names {
             let child = rel.join(&name);
-            let Some(meta) = fsutil::stat_at(src, &name).map_err(|e| self.err("stat", &child, e))? else {
+            let Some(meta) =
+                fsutil::stat_at(src, &name).map_err(|e| self.err("stat", &child, e))?
+            else {
                 continue;
             };
             self.copy_entry(src, dst, &name, &child, &meta)?;
@@ -157,7 +159,8 @@ impl Copier {
                     libc::RESOLVE_NO_SYMLINKS,
                 )
                 .map_err(|e| self.err("open link target directory", rel, e))?;
-                fsutil::link_at(pfd.as_fd(), &first_name, dst, name).map_err(|e| self.err("link", rel, e))?;
+                fsutil::link_at(pfd.as_fd(), &first_name, dst, name)
+                    .map_err(|e| self.err("link", rel, e))?;
                 self.stats.hardlinks += 1;
                 return Ok(());
             }
@@ -166,20 +169,36 @@ impl Copier {
         match meta.kind {
             FileKind::Directory => {
                 fsutil::mkdir_at(dst, name, 0o700).map_err(|e| self.err("mkdir", rel, e))?;
-                let s = fsutil::open_dir_at(src, name).map_err(|e| self.err("open directory", rel, e))?;
-                let d = fsutil::open_dir_at(dst, name).map_err(|e| self.err("open directory", rel, e))?;
+                let s = fsutil::open_dir_at(src, name)
+                    .map_err(|e| self.err("open directory", rel, e))?;
+                let d = fsutil::open_dir_at(dst, name)
+                    .map_err(|e| self.err("open directory", rel, e))?;
                 self.copy_dir(s.as_fd(), d.as_fd(), rel)?;
                 self.copy_meta_fd(s.as_fd(), d.as_fd(), meta, rel)?;
             }
             FileKind::Regular => {
-                let s = fsutil::open_at(src, name, libc::O_RDONLY, 0).map_err(|e| self.err("open", rel, e))?;
-                let d = fsutil::open_at(dst, name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)
-                    .map_err(|e| self.err("create", rel, e))?;
+                let s = fsutil::open_at(src, name, libc::O_RDONLY, 0)
+                    .map_err(|e| self.err("open", rel, e))?;
+                let d = fsutil::open_at(
+                    dst,
+                    name,
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+                    0o600,
+                )
+                .map_err(|e| self.err("create", rel, e))?;
                 let (s, d) = (File::from(s), File::from(d));
-                let size = fsutil::stat_fd(s.as_fd()).map_err(|e| self.err("stat", rel, e))?.size;
+                let size = fsutil::stat_fd(s.as_fd())
+                    .map_err(|e| self.err("stat", rel, e))?
+                    .size;
                 if size > 0 {
-                    let method = copy_data(&s, &d, size, &mut self.try_reflink, &mut self.try_copy_range)
-                        .map_err(|e| self.err("copy content", rel, e))?;
+                    let method = copy_data(
+                        &s,
+                        &d,
+                        size,
+                        &mut self.try_reflink,
+                        &mut self.try_copy_range,
+                    )
+                    .map_err(|e| self.err("copy content", rel, e))?;
                     if method == CopyMethod::Reflink {
                         self.stats.reflinked_files += 1;
                     } else {
@@ -190,23 +209,37 @@ impl Copier {
                 self.copy_meta_fd(s.as_fd(), d.as_fd(), meta, rel)?;
             }
             FileKind::Symlink => {
-                let target = fsutil::readlink_at(src, name).map_err(|e| self.err("readlink", rel, e))?;
+                let target =
+                    fsutil::readlink_at(src, name).map_err(|e| self.err("readlink", rel, e))?;
                 fsutil::symlink_at(&target, dst, name).map_err(|e| self.err("symlink", rel, e))?;
                 self.copy_meta_at(src, dst, name, meta, rel)?;
             }
-            FileKind::Fifo | FileKind::CharDevice | FileKind::BlockDevice | FileKind::Socket | FileKind::Whiteout => {
-                fsutil::mknod_at(dst, name, meta.kind, meta.mode, meta.rdev).map_err(|e| self.err("mknod", rel, e))?;
+            FileKind::Fifo
+            | FileKind::CharDevice
+            | FileKind::BlockDevice
+            | FileKind::Socket
+            | FileKind::Whiteout => {
+                fsutil::mknod_at(dst, name, meta.kind, meta.mode, meta.rdev)
+                    .map_err(|e| self.err("mknod", rel, e))?;
                 self.copy_meta_at(src, dst, name, meta, rel)?;
             }
         }
         Ok(())
     }
 
-    fn copy_meta_fd(&self, src: BorrowedFd<'_>, dst: BorrowedFd<'_>, meta: &Meta, rel: &Path) -> Result<()> {
+    fn copy_meta_fd(
+        &self,
+        src: BorrowedFd<'_>,
+        dst: BorrowedFd<'_>,
+        meta: &Meta,
+        rel: &Path,
+    ) -> Result<()> {
         fsutil::chown_fd(dst, meta.uid, meta.gid).map_err(|e| self.err("chown", rel, e))?;
         fsutil::chmod_fd(dst, meta.mode).map_err(|e| self.err("chmod", rel, e))?;
-        copy_xattrs(XattrTarget::Fd(src), XattrTarget::Fd(dst)).map_err(|e| self.err("copy xattrs", rel, e))?;
-        fsutil::set_times_fd(dst, meta.mtime, meta.mtime_nsec).map_err(|e| self.err("set times", rel, e))
+        copy_xattrs(XattrTarget::Fd(src), XattrTarget::Fd(dst))
+            .map_err(|e| self.err("copy xattrs", rel, e))?;
+        fsutil::set_times_fd(dst, meta.mtime, meta.mtime_nsec)
+            .map_err(|e| self.err("set times", rel, e))
     }
 
     fn copy_meta_at(
@@ -221,7 +254,8 @@ impl Copier {
         fsutil::chmod_at(dst, name, meta.mode).map_err(|e| self.err("chmod", rel, e))?;
         copy_xattrs(XattrTarget::At(src, name), XattrTarget::At(dst, name))
             .map_err(|e| self.err("copy xattrs", rel, e))?;
-        fsutil::set_times_at(dst, name, meta.mtime, meta.mtime_nsec).map_err(|e| self.err("set times", rel, e))
+        fsutil::set_times_at(dst, name, meta.mtime, meta.mtime_nsec)
+            .map_err(|e| self.err("set times", rel, e))
     }
 }
 
@@ -328,7 +362,11 @@ fn data_segments(file: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
         }
         // SAFETY: lseek on a valid descriptor.
         let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
-        let hole = if hole < 0 { size } else { (hole as u64).min(size) };
+        let hole = if hole < 0 {
+            size
+        } else {
+            (hole as u64).min(size)
+        };
         segments.push((data, hole));
         offset = hole;
     }
@@ -342,7 +380,14 @@ fn copy_range(src: &File, dst: &File, start: u64, end: u64) -> io::Result<()> {
         let len = (end - off_in as u64).min(1 << 30) as usize;
         // SAFETY: valid descriptors and offset pointers.
         let n = unsafe {
-            libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), &mut off_out, len, 0)
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                &mut off_in,
+                dst.as_raw_fd(),
+                &mut off_out,
+                len,
+                0,
+            )
         };
         if n < 0 {
             let err = io::Error::last_os_error();
@@ -378,7 +423,14 @@ fn copy_range_rw(src: &File, dst: &File, start: u64, end: u64) -> io::Result<()>
 pub fn reflink_supported(dir: &Path) -> bool {
     let probe = || -> io::Result<bool> {
         let dir_fd = fsutil::open_dir(dir)?;
-        let open_tmp = || fsutil::open_at(dir_fd.as_fd(), OsStr::new("."), libc::O_TMPFILE | libc::O_RDWR, 0o600);
+        let open_tmp = || {
+            fsutil::open_at(
+                dir_fd.as_fd(),
+                OsStr::new("."),
+                libc::O_TMPFILE | libc::O_RDWR,
+                0o600,
+            )
+        };
         let (a, b) = (File::from(open_tmp()?), File::from(open_tmp()?));
         a.write_all_at(&[0x5a; 4096], 0)?;
         // SAFETY: FICLONE takes the source descriptor as its argument.
@@ -405,6 +457,9 @@ mod tests {
         assert_eq!(segs[0].0, 0);
         assert_eq!(segs.last().unwrap().1, size);
         let total: u64 = segs.iter().map(|(a, b)| b - a).sum();
-        assert!(total < size / 2, "holes must not be reported as data: {segs:?}");
+        assert!(
+            total < size / 2,
+            "holes must not be reported as data: {segs:?}"
+        );
     }
 }

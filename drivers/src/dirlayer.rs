@@ -64,7 +64,8 @@ impl DirLayer {
 
     /// Whether `name` is a whiteout marker or housekeeping name that is never an ordinary entry.
     fn is_hidden(&self, name: &OsStr) -> bool {
-        self.format == WhiteoutFormat::Aufs && name.as_bytes().starts_with(OCI_WHITEOUT_PREFIX.as_bytes())
+        self.format == WhiteoutFormat::Aufs
+            && name.as_bytes().starts_with(OCI_WHITEOUT_PREFIX.as_bytes())
     }
 
     /// Resolves `path` to its parent directory and name. `Ok(None)` when a
@@ -107,7 +108,10 @@ impl DirLayer {
                     Some(d) => XattrTarget::At(d, name),
                     None => XattrTarget::Fd(self.root_fd.as_fd()),
                 };
-                Ok(target.get(xattr::overlay_opaque_xattr(userxattr))?.as_deref() == Some(b"y"))
+                Ok(target
+                    .get(xattr::overlay_opaque_xattr(userxattr))?
+                    .as_deref()
+                    == Some(b"y"))
             }
             WhiteoutFormat::Aufs => {
                 let sub = match dir {
@@ -120,9 +124,14 @@ impl DirLayer {
     }
 
     fn entry_from(&self, meta: &Meta, opaque: bool) -> Entry {
-        let whiteout = matches!(self.format, WhiteoutFormat::Overlay { .. }) && meta.is_overlay_whiteout();
+        let whiteout =
+            matches!(self.format, WhiteoutFormat::Overlay { .. }) && meta.is_overlay_whiteout();
         Entry {
-            kind: if whiteout { FileKind::Whiteout } else { meta.kind },
+            kind: if whiteout {
+                FileKind::Whiteout
+            } else {
+                meta.kind
+            },
             mode: meta.mode,
             uid: meta.uid,
             gid: meta.gid,
@@ -199,7 +208,9 @@ impl LayerReader for DirLayer {
         let mut out = Vec::with_capacity(names.len());
         for name in &names {
             let bytes = name.as_bytes();
-            if self.format == WhiteoutFormat::Aufs && bytes.starts_with(OCI_WHITEOUT_PREFIX.as_bytes()) {
+            if self.format == WhiteoutFormat::Aufs
+                && bytes.starts_with(OCI_WHITEOUT_PREFIX.as_bytes())
+            {
                 if bytes.starts_with(b".wh..wh.") {
                     continue;
                 }
@@ -254,7 +265,10 @@ impl LayerReader for DirLayer {
                 XattrTarget::At(dir.as_fd(), &name).list()?
             }
         };
-        Ok(all.into_iter().filter(|(n, _)| !xattr::is_overlay_xattr(n)).collect())
+        Ok(all
+            .into_iter()
+            .filter(|(n, _)| !xattr::is_overlay_xattr(n))
+            .collect())
     }
 
     fn open_file(&self, path: &Path) -> io::Result<Option<OwnedFd>> {

@@ -106,7 +106,12 @@ pub trait Driver: Send + Sync {
 
     /// Creates read-only layer `id` on top of `parent` from an (uncompressed) OCI layer tar.
     /// Atomic: on error nothing is left under `id`.
-    fn apply_diff(&self, id: &LayerId, parent: Option<&LayerId>, diff: &mut dyn Read) -> Result<ApplyStats>;
+    fn apply_diff(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        diff: &mut dyn Read,
+    ) -> Result<ApplyStats>;
 
     /// Writes the OCI layer tar that turns `parent` into `id` (whiteouts as `.wh.` entries).
     fn diff(&self, id: &LayerId, parent: Option<&LayerId>, out: &mut dyn Write) -> Result<()>;
@@ -119,7 +124,12 @@ pub trait Driver: Send + Sync {
 
     /// Describes how to mount layer `id` (with its parents) through `frontend`.
     /// Read-only mounts of a read-write layer are allowed.
-    fn mount_spec(&self, id: &LayerId, frontend: FrontendKind, read_only: bool) -> Result<MountSpec>;
+    fn mount_spec(
+        &self,
+        id: &LayerId,
+        frontend: FrontendKind,
+        read_only: bool,
+    ) -> Result<MountSpec>;
 
     /// A reader of the layer's own content (its diff, whiteouts visible), for
     /// `mount --layer N` and for the FUSE frontend's stacks.

@@ -81,6 +81,31 @@ impl DiffPlan {
         self.items.insert(key, DiffAction::Opaque);
     }
 
+    /// Turns directory `dir` into an opaque one: whatever the plan held below it
+    /// (entries and whiteouts) is replaced by the opaque marker and an entry for
+    /// every path in `below` (the directory's whole new content).
+    pub fn make_opaque(
+        &mut self,
+        dir: &[OsString],
+        below: impl IntoIterator<Item = Vec<OsString>>,
+    ) {
+        let doomed: Vec<Vec<OsString>> = self
+            .items
+            .range(dir.to_vec()..)
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(dir))
+            .filter(|k| k.len() > dir.len())
+            .cloned()
+            .collect();
+        for k in doomed {
+            self.items.remove(&k);
+        }
+        self.add_opaque(dir);
+        for path in below {
+            self.add_entry(&path);
+        }
+    }
+
     /// Adds an entry for the root directory itself (`./`), carrying its metadata.
     pub fn include_root(&mut self) {
         self.items.insert(Vec::new(), DiffAction::Entry);
@@ -203,7 +228,11 @@ pub struct DiffStats {
 }
 
 /// Writes the OCI layer tar turning `parent_dir` (an empty tree when `None`) into `dir`.
-pub fn write_layer_diff(parent_dir: Option<&Path>, dir: &Path, out: &mut dyn Write) -> Result<DiffStats> {
+pub fn write_layer_diff(
+    parent_dir: Option<&Path>,
+    dir: &Path,
+    out: &mut dyn Write,
+) -> Result<DiffStats> {
     let plan = DiffPlan::from_trees(parent_dir, dir)?;
     write_plan(dir, &plan, out)
 }
@@ -306,7 +335,10 @@ impl SourceTree {
             .ok_or_else(|| DriverError::Io {
                 op: "export",
                 path: full.clone(),
-                source: io::Error::new(io::ErrorKind::NotFound, "vanished while the diff was written"),
+                source: io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "vanished while the diff was written",
+                ),
             })?;
         Ok(meta)
     }
@@ -367,7 +399,10 @@ impl HeaderBuilder {
             return;
         }
         let split = path.iter().enumerate().position(|(i, b)| {
-            *b == b'/' && i <= USTAR_PREFIX && path.len() - i - 1 <= USTAR_NAME && path.len() - i - 1 > 0
+            *b == b'/'
+                && i <= USTAR_PREFIX
+                && path.len() - i - 1 <= USTAR_NAME
+                && path.len() - i - 1 > 0
         });
         match split {
             Some(i) => {
@@ -430,7 +465,8 @@ impl HeaderBuilder {
             self.header.set_size(size);
         } else {
             self.header.set_size(0);
-            self.pax.push(("size".into(), size.to_string().into_bytes()));
+            self.pax
+                .push(("size".into(), size.to_string().into_bytes()));
         }
     }
 
@@ -441,14 +477,21 @@ impl HeaderBuilder {
             }
             match name.to_str() {
                 Some(n) => self.pax.push((format!("SCHILY.xattr.{n}"), value)),
-                None => warn!(path = %String::from_utf8_lossy(shown), xattr = ?name, "xattr name is not UTF-8, not exported"),
+                None => {
+                    warn!(path = %String::from_utf8_lossy(shown), xattr = ?name, "xattr name is not UTF-8, not exported")
+                }
             }
         }
     }
 
-    fn append(mut self, builder: &mut tar::Builder<&mut dyn Write>, data: &mut dyn Read) -> io::Result<()> {
+    fn append(
+        mut self,
+        builder: &mut tar::Builder<&mut dyn Write>,
+        data: &mut dyn Read,
+    ) -> io::Result<()> {
         if !self.pax.is_empty() {
-            builder.append_pax_extensions(self.pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
+            builder
+                .append_pax_extensions(self.pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
         }
         self.header.set_cksum();
         builder.append(&self.header, data)
@@ -466,7 +509,9 @@ impl Read for ExactReader {
         if self.remaining == 0 {
             return Ok(0);
         }
-        let want = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
+        let want = buf
+            .len()
+            .min(self.remaining.min(usize::MAX as u64) as usize);
         let n = self.file.read(&mut buf[..want])?;
         if n == 0 {
             return Err(io::Error::new(
@@ -494,7 +539,9 @@ impl DiffWriter<'_> {
         let tpath = tar_path(path, meta.is_dir());
         let (xattrs, link_target) = if let Some(name) = path.last() {
             let pfd = self.tree.parent(path)?;
-            let xattrs = XattrTarget::At(pfd, name).list().ctx("list xattrs", &full)?;
+            let xattrs = XattrTarget::At(pfd, name)
+                .list()
+                .ctx("list xattrs", &full)?;
             let target = if meta.kind == FileKind::Symlink {
                 Some(fsutil::readlink_at(pfd, name).ctx("readlink", &full)?)
             } else {
@@ -502,7 +549,9 @@ impl DiffWriter<'_> {
             };
             (xattrs, target)
         } else {
-            let xattrs = XattrTarget::Fd(self.tree.root.as_fd()).list().ctx("list xattrs", &full)?;
+            let xattrs = XattrTarget::Fd(self.tree.root.as_fd())
+                .list()
+                .ctx("list xattrs", &full)?;
             (xattrs, None)
         };
 
@@ -512,7 +561,8 @@ impl DiffWriter<'_> {
                 h.set_meta(meta.mode, meta.uid, meta.gid, meta.mtime, meta.mtime_nsec);
                 h.set_link(&first);
                 h.set_size(0);
-                h.append(&mut self.builder, &mut io::empty()).ctx("write layer tar", &full)?;
+                h.append(&mut self.builder, &mut io::empty())
+                    .ctx("write layer tar", &full)?;
                 self.stats.entries += 1;
                 return Ok(());
             }
@@ -556,11 +606,13 @@ impl DiffWriter<'_> {
                 file: File::from(fd),
                 remaining: meta.size,
             };
-            h.append(&mut self.builder, &mut reader).ctx("write layer tar", &full)?;
+            h.append(&mut self.builder, &mut reader)
+                .ctx("write layer tar", &full)?;
             self.stats.bytes += meta.size;
         } else {
             h.set_size(0);
-            h.append(&mut self.builder, &mut io::empty()).ctx("write layer tar", &full)?;
+            h.append(&mut self.builder, &mut io::empty())
+                .ctx("write layer tar", &full)?;
         }
         self.stats.entries += 1;
         Ok(())

@@ -232,7 +232,12 @@ pub fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
 pub fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<Meta>> {
     let mut st = MaybeUninit::<libc::stat>::uninit();
     let c = c_path(name)?;
-    let flags = libc::AT_SYMLINK_NOFOLLOW | if name.is_empty() { libc::AT_EMPTY_PATH } else { 0 };
+    let flags = libc::AT_SYMLINK_NOFOLLOW
+        | if name.is_empty() {
+            libc::AT_EMPTY_PATH
+        } else {
+            0
+        };
     // SAFETY: valid fd, string and output buffer.
     let ret = unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), st.as_mut_ptr(), flags) };
     match cvt(ret) {
@@ -401,7 +406,12 @@ pub fn readlink_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OsString> {
 /// (an empty `name` changes `dir` itself).
 pub fn chown_at(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) -> io::Result<()> {
     let c = c_path(name)?;
-    let flags = libc::AT_SYMLINK_NOFOLLOW | if name.is_empty() { libc::AT_EMPTY_PATH } else { 0 };
+    let flags = libc::AT_SYMLINK_NOFOLLOW
+        | if name.is_empty() {
+            libc::AT_EMPTY_PATH
+        } else {
+            0
+        };
     // SAFETY: valid fd and string.
     cvt(unsafe { libc::fchownat(dir.as_raw_fd(), c.as_ptr(), uid, gid, flags) }).map(drop)
 }
@@ -471,6 +481,17 @@ const FS_APPEND_FL: libc::c_long = 0x0000_0020;
 
 /// Whether `name` inside `dir` carries the immutable or append-only inode flag.
 fn is_immutable_at(dir: BorrowedFd<'_>, name: &OsStr) -> bool {
+    // Only files and directories are opened: opening a device node can have side effects.
+    let openable = matches!(
+        stat_at(dir, name),
+        Ok(Some(Meta {
+            kind: FileKind::Regular | FileKind::Directory,
+            ..
+        }))
+    );
+    if !openable {
+        return false;
+    }
     let Ok(fd) = open_at(dir, name, libc::O_RDONLY | libc::O_NONBLOCK, 0) else {
         return false;
     };

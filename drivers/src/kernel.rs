@@ -62,7 +62,9 @@ pub const HIDE_KERNEL_OVERLAY_ENV: &str = "LAMINA_HIDE_KERNEL_OVERLAY";
 /// Whether kernel overlay mounts may be used here, or why not.
 pub fn overlay_usable() -> std::result::Result<(), String> {
     if std::env::var(HIDE_KERNEL_OVERLAY_ENV).as_deref() == Ok("1") {
-        return Err(format!("kernel overlayfs hidden by {HIDE_KERNEL_OVERLAY_ENV}=1"));
+        return Err(format!(
+            "kernel overlayfs hidden by {HIDE_KERNEL_OVERLAY_ENV}=1"
+        ));
     }
     if !kernel_has_filesystem("overlay") {
         return Err("this kernel has no overlayfs (see /proc/filesystems)".into());
@@ -77,7 +79,10 @@ pub fn overlay_usable() -> std::result::Result<(), String> {
 /// Whether the running kernel lists `fstype` in `/proc/filesystems`.
 pub fn kernel_has_filesystem(fstype: &str) -> bool {
     std::fs::read_to_string("/proc/filesystems")
-        .map(|s| s.lines().any(|l| l.split_whitespace().last() == Some(fstype)))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.split_whitespace().last() == Some(fstype))
+        })
         .unwrap_or(false)
 }
 
@@ -90,8 +95,14 @@ fn mount_err(target: &Path, what: &str, e: impl std::fmt::Display) -> DriverErro
 
 /// Bind-mounts `source` on `target`, read-only if asked.
 pub fn bind_mount(source: &Path, target: &Path, read_only: bool) -> Result<()> {
-    mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(|e| mount_err(target, &format!("bind mount of {}", source.display()), e))?;
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| mount_err(target, &format!("bind mount of {}", source.display()), e))?;
     if read_only {
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
         if let Err(e) = mount(None::<&str>, target, None::<&str>, flags, None::<&str>) {
@@ -150,14 +161,24 @@ impl FsContext {
 
     fn set(&self, key: &str, value: Option<&[u8]>) -> std::io::Result<()> {
         let key = CString::new(key).expect("option keys have no NUL");
-        let value = value.map(|v| CString::new(v).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL)));
+        let value = value
+            .map(|v| CString::new(v).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL)));
         let value = value.transpose()?;
         let (cmd, ptr) = match &value {
             Some(v) => (FSCONFIG_SET_STRING, v.as_ptr()),
             None => (FSCONFIG_SET_FLAG, std::ptr::null()),
         };
         // SAFETY: key and value are valid NUL-terminated strings that outlive the call.
-        let r = unsafe { libc::syscall(libc::SYS_fsconfig, self.fd.as_raw_fd(), cmd, key.as_ptr(), ptr, 0) };
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                self.fd.as_raw_fd(),
+                cmd,
+                key.as_ptr(),
+                ptr,
+                0,
+            )
+        };
         if r < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -181,7 +202,14 @@ impl FsContext {
         }
         let attrs = if read_only { MOUNT_ATTR_RDONLY } else { 0 };
         // SAFETY: as above.
-        let mfd = unsafe { libc::syscall(libc::SYS_fsmount, self.fd.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) };
+        let mfd = unsafe {
+            libc::syscall(
+                libc::SYS_fsmount,
+                self.fd.as_raw_fd(),
+                FSMOUNT_CLOEXEC,
+                attrs,
+            )
+        };
         if mfd < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -217,7 +245,11 @@ impl FsContext {
             if n <= 0 {
                 break;
             }
-            out.push(String::from_utf8_lossy(&buf[..n as usize]).trim().to_string());
+            out.push(
+                String::from_utf8_lossy(&buf[..n as usize])
+                    .trim()
+                    .to_string(),
+            );
         }
         out.join("; ")
     }
@@ -261,13 +293,18 @@ pub fn overlay_mount_with(
             mount_err(target, what, format!("{e} ({detail})"))
         }
     };
-    ctx.set("source", Some(b"lamina")).map_err(|e| fail(&ctx, "overlay source", e))?;
+    ctx.set("source", Some(b"lamina"))
+        .map_err(|e| fail(&ctx, "overlay source", e))?;
     if let Err(e) = ctx.set("lowerdir+", Some(lowers[0].as_os_str().as_bytes())) {
         if e.raw_os_error() == Some(libc::EINVAL) {
             // Kernels before 6.8 have no `lowerdir+`: fall back to the option string.
             return overlay_mount_legacy(lowers, upper, options, target, read_only);
         }
-        return Err(fail(&ctx, &format!("overlay lower {}", lowers[0].display()), e));
+        return Err(fail(
+            &ctx,
+            &format!("overlay lower {}", lowers[0].display()),
+            e,
+        ));
     }
     for lower in &lowers[1..] {
         ctx.set("lowerdir+", Some(lower.as_os_str().as_bytes()))
@@ -287,10 +324,11 @@ pub fn overlay_mount_with(
         r.map_err(|e| fail(&ctx, &format!("overlay option {opt}"), e))?;
     }
     let messages = ctx.fd.try_clone().ok().map(|fd| FsContext { fd });
-    ctx.create_and_mount(read_only, target).map_err(|e| match &messages {
-        Some(m) => fail(m, "overlay", e),
-        None => mount_err(target, "overlay", e),
-    })
+    ctx.create_and_mount(read_only, target)
+        .map_err(|e| match &messages {
+            Some(m) => fail(m, "overlay", e),
+            None => mount_err(target, "overlay", e),
+        })
 }
 
 fn overlay_mount_legacy(
@@ -331,9 +369,19 @@ fn overlay_mount_legacy(
         )));
     }
     let data = cstring(&data)?;
-    let flags = if read_only { MsFlags::MS_RDONLY } else { MsFlags::empty() };
-    mount(Some("lamina"), target, Some("overlay"), flags, Some(data.as_c_str()))
-        .map_err(|e| mount_err(target, "overlay", e))
+    let flags = if read_only {
+        MsFlags::MS_RDONLY
+    } else {
+        MsFlags::empty()
+    };
+    mount(
+        Some("lamina"),
+        target,
+        Some("overlay"),
+        flags,
+        Some(data.as_c_str()),
+    )
+    .map_err(|e| mount_err(target, "overlay", e))
 }
 
 #[cfg(test)]

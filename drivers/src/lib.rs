@@ -22,6 +22,7 @@ pub mod layer;
 pub mod mount;
 pub mod mount_table;
 pub mod overlay2;
+pub mod tar_reader;
 pub mod vfs;
 pub mod xattr;
 

@@ -109,7 +109,11 @@ impl fmt::Debug for MountSpec {
                 .field("options", options)
                 .field("read_only", read_only)
                 .finish(),
-            MountSpec::Stack { lowers, upper, whiteouts } => f
+            MountSpec::Stack {
+                lowers,
+                upper,
+                whiteouts,
+            } => f
                 .debug_struct("Stack")
                 .field("lowers", &lowers.len())
                 .field("upper", upper)

@@ -94,8 +94,9 @@ impl MountTable {
 
     fn load(&self) -> Result<Vec<MountRecord>> {
         match std::fs::read(&self.file) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| DriverError::Other(format!("{} is corrupt: {e}", self.file.display()))),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                DriverError::Other(format!("{} is corrupt: {e}", self.file.display()))
+            }),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(e).ctx("read", &self.file),
         }
@@ -158,7 +159,12 @@ impl MountTable {
 
     /// Mounts `req.layer` of `driver` at `req.target` through `frontend`, reusing an
     /// existing mount of the same layer when there is one.
-    pub fn get(&self, driver: &dyn Driver, frontend: &dyn Frontend, req: &MountRequest<'_>) -> Result<MountRecord> {
+    pub fn get(
+        &self,
+        driver: &dyn Driver,
+        frontend: &dyn Frontend,
+        req: &MountRequest<'_>,
+    ) -> Result<MountRecord> {
         let target = std::fs::canonicalize(req.target).ctx("mountpoint", req.target)?;
         if !target.is_dir() {
             return Err(DriverError::Mount {
@@ -181,7 +187,10 @@ impl MountTable {
             .iter()
             .filter(|r| r.driver == driver.name() && r.layer == req.layer)
             .collect();
-        if let Some(other) = same_layer.iter().find(|r| r.frontend != frontend.kind() && !r.read_only) {
+        if let Some(other) = same_layer
+            .iter()
+            .find(|r| r.frontend != frontend.kind() && !r.read_only)
+        {
             return Err(DriverError::Mount {
                 target,
                 reason: format!(
@@ -195,7 +204,9 @@ impl MountTable {
         let reuse = same_layer
             .iter()
             // A read-only view of a mounted layer is a read-only bind of its mount.
-            .find(|r| r.frontend == frontend.kind() && (r.read_only == req.read_only || req.read_only))
+            .find(|r| {
+                r.frontend == frontend.kind() && (r.read_only == req.read_only || req.read_only)
+            })
             .map(|r| (*r).clone());
         // The record is written before the mount is made, so a crash in between
         // leaves a record of a mount that is not there (pruned by the next
@@ -249,7 +260,11 @@ impl MountTable {
 
     /// Mounts something that is not a driver layer (e.g. a single layer's view) with
     /// `mount`, and records it so `put` and pruning treat it like any other mount.
-    pub fn adopt(&self, record: MountRecord, mount: impl FnOnce(&Path) -> Result<()>) -> Result<MountRecord> {
+    pub fn adopt(
+        &self,
+        record: MountRecord,
+        mount: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<MountRecord> {
         let _g = self.lock()?;
         let mut records = self.prune_locked()?;
         if MountInfo::read()?.is_mountpoint(&record.mountpoint) {
@@ -266,7 +281,11 @@ impl MountTable {
 
     /// Unmounts `target` and forgets it. A dead mount is detached. The layer stays
     /// mounted elsewhere while other mountpoints of it remain.
-    pub fn put(&self, target: &Path, frontend_of: &dyn Fn(FrontendKind) -> Result<Box<dyn Frontend>>) -> Result<MountRecord> {
+    pub fn put(
+        &self,
+        target: &Path,
+        frontend_of: &dyn Fn(FrontendKind) -> Result<Box<dyn Frontend>>,
+    ) -> Result<MountRecord> {
         let canonical = std::fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
         let _g = self.lock()?;
         let mut records = self.load()?;
@@ -311,14 +330,18 @@ pub struct MountInfo {
 impl MountInfo {
     /// Reads `/proc/self/mountinfo`.
     pub fn read() -> Result<Self> {
-        let text = std::fs::read_to_string("/proc/self/mountinfo").ctx("read", "/proc/self/mountinfo")?;
+        let text =
+            std::fs::read_to_string("/proc/self/mountinfo").ctx("read", "/proc/self/mountinfo")?;
         let mountpoints = text
             .lines()
             .filter_map(|line| {
                 let mut fields = line.split(' ');
                 let mountpoint = fields.nth(4)?;
                 let fstype = line.split(" - ").nth(1)?.split(' ').next()?;
-                Some((PathBuf::from(unescape_octal(mountpoint)), fstype.to_string()))
+                Some((
+                    PathBuf::from(unescape_octal(mountpoint)),
+                    fstype.to_string(),
+                ))
             })
             .collect();
         Ok(MountInfo { mountpoints })
@@ -346,7 +369,10 @@ fn unescape_octal(s: &str) -> std::ffi::OsString {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -364,8 +390,14 @@ mod tests {
 
     #[test]
     fn mountinfo_escapes_are_decoded() {
-        assert_eq!(unescape_octal(r"/mnt/a\040b"), std::ffi::OsString::from("/mnt/a b"));
-        assert_eq!(unescape_octal(r"/plain"), std::ffi::OsString::from("/plain"));
+        assert_eq!(
+            unescape_octal(r"/mnt/a\040b"),
+            std::ffi::OsString::from("/mnt/a b")
+        );
+        assert_eq!(
+            unescape_octal(r"/plain"),
+            std::ffi::OsString::from("/plain")
+        );
         assert_eq!(unescape_octal(r"/x\134"), std::ffi::OsString::from("/x\\"));
     }
 

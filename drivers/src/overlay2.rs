@@ -20,7 +20,7 @@
 //! merged view of the container with the merged view of its parent (both
 //! mounted read-only), so they agree with every other driver to the letter.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsFd;
@@ -35,11 +35,12 @@ use crate::changes::changes_between;
 use crate::dirlayer::DirLayer;
 use crate::driver::{driver_home, validate_id, ApplyStats, Change, Driver, DriverStatus, LayerId};
 use crate::error::{DriverError, IoContext, Result};
-use crate::export::{diff_size, write_layer_diff};
+use crate::export::{plan_size, write_plan, DiffPlan};
 use crate::fsutil;
 use crate::kernel::{self, OVERLAY_MAX_LOWERS};
 use crate::layer::LayerReader;
 use crate::mount::{FrontendKind, MountSpec, WhiteoutFormat};
+use crate::xattr::{self, XattrTarget};
 
 const NAME: &str = "overlay2";
 /// Length of a layer's short name (as Docker: 26 characters).
@@ -85,6 +86,26 @@ impl Overlay2Driver {
         let empty = self.home.join("empty");
         fs::create_dir_all(&empty).ctx("create", &empty)?;
         Ok(empty)
+    }
+
+    /// The diff of container `id` from its merged views: the merged-view
+    /// comparison, with every opaque directory of the upper written as one
+    /// `.wh..wh..opq` marker plus its whole content.
+    fn plan(&self, id: &LayerId, old: &Path, new: &Path) -> Result<DiffPlan> {
+        let mut plan = DiffPlan::from_trees(Some(old), new)?;
+        let mut opaque = Vec::new();
+        opaque_dirs(
+            &self.diff_dir(id),
+            &mut Vec::new(),
+            self.userxattr,
+            &mut opaque,
+        )?;
+        for dir in opaque {
+            let mut below = Vec::new();
+            paths_below(&new.join(fsutil::join_components(&dir)), &dir, &mut below)?;
+            plan.make_opaque(&dir, below);
+        }
+        Ok(plan)
     }
 
     fn rw_options(&self) -> Vec<String> {
@@ -149,7 +170,8 @@ impl Overlay2Driver {
             .ok_or_else(|| DriverError::Other(format!("overlay2 layer {id} has no link file")))?;
         let link = self.home.join("l").join(&short);
         if fs::symlink_metadata(&link).is_err() {
-            symlink(Path::new("..").join(id).join("diff"), &link).ctx("create short link", &link)?;
+            symlink(Path::new("..").join(id).join("diff"), &link)
+                .ctx("create short link", &link)?;
         }
         Ok(short)
     }
@@ -160,7 +182,9 @@ impl Overlay2Driver {
         let mut current = id.to_string();
         while let Some(parent) = self.parent(&current)? {
             if chain.contains(&parent) || chain.len() > 10_000 {
-                return Err(DriverError::Other(format!("overlay2 layer {id} has a cyclic parent chain")));
+                return Err(DriverError::Other(format!(
+                    "overlay2 layer {id} has a cyclic parent chain"
+                )));
             }
             self.checked(&parent)?;
             chain.push(parent.clone());
@@ -177,9 +201,11 @@ impl Overlay2Driver {
     }
 
     fn staging_path(&self, id: &LayerId) -> PathBuf {
-        self.home
-            .join("staging")
-            .join(format!("{id}.{}.{:016x}", std::process::id(), rand::random::<u64>()))
+        self.home.join("staging").join(format!(
+            "{id}.{}.{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ))
     }
 
     fn new_short_name(&self) -> String {
@@ -209,10 +235,12 @@ impl Overlay2Driver {
             return Err(DriverError::LayerExists(id.to_string()));
         }
         let staging = self.staging_path(id);
-        let result = self.fill_staging(&staging, parent, rw, fill).and_then(|value| {
-            self.install(id, &staging)?;
-            Ok(value)
-        });
+        let result = self
+            .fill_staging(&staging, parent, rw, fill)
+            .and_then(|value| {
+                self.install(id, &staging)?;
+                Ok(value)
+            });
         if result.is_err() {
             if let Err(e) = fsutil::remove_tree(&staging) {
                 warn!(staging = %staging.display(), error = %e, "cannot remove staging directory; cleanup will retry");
@@ -241,7 +269,12 @@ impl Overlay2Driver {
         if let Some(parent) = parent {
             let mut lowers = vec![format!("l/{}", self.short_name(parent)?)];
             if let Some(grand) = self.read_small(parent, "lower")? {
-                lowers.extend(grand.split(':').filter(|s| !s.is_empty()).map(str::to_string));
+                lowers.extend(
+                    grand
+                        .split(':')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string),
+                );
             }
             fs::write(staging.join("lower"), lowers.join(":")).ctx("write lower", staging)?;
             fs::write(staging.join("parent"), parent).ctx("write parent", staging)?;
@@ -253,7 +286,8 @@ impl Overlay2Driver {
     }
 
     fn install(&self, id: &LayerId, staging: &Path) -> Result<()> {
-        let staging_parent = fsutil::open_dir(&self.home.join("staging")).ctx("open", &self.home)?;
+        let staging_parent =
+            fsutil::open_dir(&self.home.join("staging")).ctx("open", &self.home)?;
         let home = fsutil::open_dir(&self.home).ctx("open", &self.home)?;
         let name = staging.file_name().expect("staging paths have a name");
         match fsutil::rename_noreplace(staging_parent.as_fd(), name, home.as_fd(), OsStr::new(id)) {
@@ -271,7 +305,12 @@ impl Overlay2Driver {
 
     /// Runs `f` on read-only mounts of the merged views of `parent` (an empty
     /// directory when `None`) and of `id` on top of it, unmounting both after.
-    fn with_views<T>(&self, id: &LayerId, parent: Option<&LayerId>, f: impl FnOnce(&Path, &Path) -> Result<T>) -> Result<T> {
+    fn with_views<T>(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        f: impl FnOnce(&Path, &Path) -> Result<T>,
+    ) -> Result<T> {
         self.checked(id)?;
         let recorded = self.parent(id)?;
         if recorded.as_deref() != parent {
@@ -281,10 +320,11 @@ impl Overlay2Driver {
                 parent.unwrap_or("nothing")
             )));
         }
-        let views = self
-            .home
-            .join("views")
-            .join(format!("{}.{:016x}", std::process::id(), rand::random::<u64>()));
+        let views = self.home.join("views").join(format!(
+            "{}.{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         let (old, new) = (views.join("old"), views.join("new"));
         for d in [&old, &new] {
             fs::create_dir_all(d).ctx("create view directory", d)?;
@@ -310,9 +350,17 @@ impl Overlay2Driver {
         if self.is_rw(id) {
             let options: Vec<String> = self.rw_options();
             let upper = (self.diff_dir(id), self.work_dir(id));
-            match kernel::overlay_mount_with(&old_lowers, Some((&upper.0, &upper.1)), &options, &new, true) {
+            match kernel::overlay_mount_with(
+                &old_lowers,
+                Some((&upper.0, &upper.1)),
+                &options,
+                &new,
+                true,
+            ) {
                 Ok(()) => mounted = true,
-                Err(e) => debug!(id, error = %e, "container is in use; diffing its upper as a lower layer"),
+                Err(e) => {
+                    debug!(id, error = %e, "container is in use; diffing its upper as a lower layer")
+                }
             }
         }
         if !mounted {
@@ -321,6 +369,49 @@ impl Overlay2Driver {
         guard.mounted.push(new.clone());
         f(&old, &new)
     }
+}
+
+/// The relative paths of everything below `dir`, as components after `prefix`.
+fn paths_below(dir: &Path, prefix: &[OsString], out: &mut Vec<Vec<OsString>>) -> Result<()> {
+    for entry in fs::read_dir(dir).ctx("list", dir)? {
+        let entry = entry.ctx("list", dir)?;
+        let mut path = prefix.to_vec();
+        path.push(entry.file_name());
+        let is_dir = entry.file_type().ctx("stat", entry.path())?.is_dir();
+        out.push(path.clone());
+        if is_dir {
+            paths_below(&entry.path(), &path, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// The outermost opaque directories of an overlay upper, as components.
+fn opaque_dirs(
+    upper: &Path,
+    prefix: &mut Vec<OsString>,
+    userxattr: bool,
+    out: &mut Vec<Vec<OsString>>,
+) -> Result<()> {
+    let here = upper.join(fsutil::join_components(prefix));
+    for entry in fs::read_dir(&here).ctx("list", &here)? {
+        let entry = entry.ctx("list", &here)?;
+        if !entry.file_type().ctx("stat", entry.path())?.is_dir() {
+            continue;
+        }
+        let dir = fsutil::open_dir(&entry.path()).ctx("open", entry.path())?;
+        let opaque = XattrTarget::Fd(dir.as_fd())
+            .get(xattr::overlay_opaque_xattr(userxattr))
+            .ctx("read opaque xattr", entry.path())?;
+        prefix.push(entry.file_name());
+        if opaque.as_deref() == Some(b"y") {
+            out.push(prefix.clone());
+        } else {
+            opaque_dirs(upper, prefix, userxattr, out)?;
+        }
+        prefix.pop();
+    }
+    Ok(())
 }
 
 /// Mounts a read-only overlay of `lowers`. A single layer is stacked on an empty
@@ -362,13 +453,22 @@ impl Driver for Overlay2Driver {
     }
 
     fn status(&self) -> DriverStatus {
-        let backing = fsutil::filesystem_name(&self.home).unwrap_or_else(|e| format!("unknown ({e})"));
+        let backing =
+            fsutil::filesystem_name(&self.home).unwrap_or_else(|e| format!("unknown ({e})"));
         let layers = self.layers().map(|l| l.len()).unwrap_or(0);
         DriverStatus {
             driver: NAME.to_string(),
             facts: vec![
                 ("Backing Filesystem".into(), backing),
-                ("Whiteouts".into(), if self.userxattr { "user.overlay.* (userxattr)" } else { "trusted.overlay.*" }.into()),
+                (
+                    "Whiteouts".into(),
+                    if self.userxattr {
+                        "user.overlay.* (userxattr)"
+                    } else {
+                        "trusted.overlay.*"
+                    }
+                    .into(),
+                ),
                 ("Container mount options".into(), RW_OPTIONS.join(",")),
                 ("Layers".into(), layers.to_string()),
             ],
@@ -383,7 +483,9 @@ impl Driver for Overlay2Driver {
     }
 
     fn exists(&self, id: &LayerId) -> bool {
-        validate_id(id).is_ok() && self.diff_dir(id).is_dir() && self.layer_dir(id).join("link").is_file()
+        validate_id(id).is_ok()
+            && self.diff_dir(id).is_dir()
+            && self.layer_dir(id).join("link").is_file()
     }
 
     fn layers(&self) -> Result<Vec<String>> {
@@ -434,7 +536,12 @@ impl Driver for Overlay2Driver {
         Ok(())
     }
 
-    fn apply_diff(&self, id: &LayerId, parent: Option<&LayerId>, diff: &mut dyn Read) -> Result<ApplyStats> {
+    fn apply_diff(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        diff: &mut dyn Read,
+    ) -> Result<ApplyStats> {
         let mode = WhiteoutMode::Overlay {
             userxattr: self.userxattr,
         };
@@ -442,7 +549,10 @@ impl Driver for Overlay2Driver {
     }
 
     fn diff(&self, id: &LayerId, parent: Option<&LayerId>, out: &mut dyn Write) -> Result<()> {
-        self.with_views(id, parent, |old, new| write_layer_diff(Some(old), new, out).map(drop))
+        self.with_views(id, parent, |old, new| {
+            let plan = self.plan(id, old, new)?;
+            write_plan(new, &plan, out).map(drop)
+        })
     }
 
     fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {
@@ -450,10 +560,17 @@ impl Driver for Overlay2Driver {
     }
 
     fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
-        self.with_views(id, parent, |old, new| diff_size(Some(old), new))
+        self.with_views(id, parent, |old, new| {
+            plan_size(new, &self.plan(id, old, new)?)
+        })
     }
 
-    fn mount_spec(&self, id: &LayerId, frontend: FrontendKind, read_only: bool) -> Result<MountSpec> {
+    fn mount_spec(
+        &self,
+        id: &LayerId,
+        frontend: FrontendKind,
+        read_only: bool,
+    ) -> Result<MountSpec> {
         self.checked(id)?;
         if !read_only && !self.is_rw(id) {
             return Err(DriverError::Other(format!(
@@ -475,7 +592,10 @@ impl Driver for Overlay2Driver {
                 }
                 let mut lowers = self.lower_paths(lower_ids)?;
                 let (options, upper) = if rw {
-                    (self.rw_options(), Some((self.diff_dir(id), self.work_dir(id))))
+                    (
+                        self.rw_options(),
+                        Some((self.diff_dir(id), self.work_dir(id))),
+                    )
                 } else {
                     (self.ro_options(), None)
                 };
@@ -502,7 +622,10 @@ impl Driver for Overlay2Driver {
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let lowers = if rw && read_only {
-                    let mut all = vec![Arc::new(DirLayer::open(&self.diff_dir(id), self.format()).ctx("open layer", self.diff_dir(id))?) as Arc<dyn LayerReader>];
+                    let mut all = vec![Arc::new(
+                        DirLayer::open(&self.diff_dir(id), self.format())
+                            .ctx("open layer", self.diff_dir(id))?,
+                    ) as Arc<dyn LayerReader>];
                     all.extend(lowers);
                     all
                 } else {
@@ -520,7 +643,9 @@ impl Driver for Overlay2Driver {
     fn layer_reader(&self, id: &LayerId) -> Result<Box<dyn LayerReader>> {
         self.checked(id)?;
         let dir = self.diff_dir(id);
-        Ok(Box::new(DirLayer::open(&dir, self.format()).ctx("open layer", dir)?))
+        Ok(Box::new(
+            DirLayer::open(&dir, self.format()).ctx("open layer", dir)?,
+        ))
     }
 
     fn cleanup(&self) -> Result<()> {

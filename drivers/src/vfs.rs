@@ -91,8 +91,9 @@ impl VfsDriver {
         }
         let path = self.meta_path(id);
         let bytes = fs::read(&path).ctx("read layer metadata", &path)?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| DriverError::Other(format!("corrupt layer metadata {}: {e}", path.display())))
+        serde_json::from_slice(&bytes).map_err(|e| {
+            DriverError::Other(format!("corrupt layer metadata {}: {e}", path.display()))
+        })
     }
 
     /// The directory of an existing layer.
@@ -123,10 +124,12 @@ impl VfsDriver {
             return Err(DriverError::LayerExists(id.to_string()));
         }
         let staging = self.staging_path(id, "");
-        let result = self.fill_staging(&staging, parent_dir.as_deref(), fill).and_then(|value| {
-            self.commit(id, parent, rw, &staging)?;
-            Ok(value)
-        });
+        let result = self
+            .fill_staging(&staging, parent_dir.as_deref(), fill)
+            .and_then(|value| {
+                self.commit(id, parent, rw, &staging)?;
+                Ok(value)
+            });
         if result.is_err() {
             if let Err(e) = fsutil::remove_tree(&staging) {
                 warn!(staging = %staging.display(), error = %e, "cannot remove staging directory; cleanup will retry");
@@ -148,7 +151,8 @@ impl VfsDriver {
             }
             None => {
                 fs::create_dir(staging).ctx("create layer directory", staging)?;
-                fs::set_permissions(staging, fs::Permissions::from_mode(0o755)).ctx("chmod", staging)?;
+                fs::set_permissions(staging, fs::Permissions::from_mode(0o755))
+                    .ctx("chmod", staging)?;
             }
         }
         let value = fill(staging)?;
@@ -158,7 +162,17 @@ impl VfsDriver {
     }
 
     /// Records the metadata, then renames the staging directory into place.
-    fn commit(&self, id: &LayerId, parent: Option<&LayerId>, rw: bool, staging: &Path) -> Result<()> {
+    fn commit(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        rw: bool,
+        staging: &Path,
+    ) -> Result<()> {
+        // Another build of the same id may have finished meanwhile.
+        if self.exists(id) {
+            return Err(DriverError::LayerExists(id.to_string()));
+        }
         let meta = LayerMeta {
             parent: parent.map(str::to_string),
             rw,
@@ -175,10 +189,16 @@ impl VfsDriver {
             let _ = fs::remove_file(&tmp);
             return Err(e).ctx("install layer metadata", meta_path);
         }
-        let staging_parent = fsutil::open_dir(&self.home.join("staging")).ctx("open", &self.home)?;
+        let staging_parent =
+            fsutil::open_dir(&self.home.join("staging")).ctx("open", &self.home)?;
         let dir_parent = fsutil::open_dir(&self.home.join("dir")).ctx("open", &self.home)?;
         let staging_name = staging.file_name().expect("staging paths have a name");
-        match fsutil::rename_noreplace(staging_parent.as_fd(), staging_name, dir_parent.as_fd(), OsStr::new(id)) {
+        match fsutil::rename_noreplace(
+            staging_parent.as_fd(),
+            staging_name,
+            dir_parent.as_fd(),
+            OsStr::new(id),
+        ) {
             Ok(()) => {}
             Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST) | Some(libc::ENOTEMPTY)) => {
                 return Err(DriverError::LayerExists(id.to_string()));
@@ -205,7 +225,8 @@ impl Driver for VfsDriver {
     }
 
     fn status(&self) -> DriverStatus {
-        let backing = fsutil::filesystem_name(&self.home).unwrap_or_else(|e| format!("unknown ({e})"));
+        let backing =
+            fsutil::filesystem_name(&self.home).unwrap_or_else(|e| format!("unknown ({e})"));
         let reflink = *self
             .reflink
             .get_or_init(|| reflink_supported(&self.home.join("staging")));
@@ -213,7 +234,10 @@ impl Driver for VfsDriver {
             driver: NAME.to_string(),
             facts: vec![
                 ("Backing Filesystem".to_string(), backing),
-                ("Reflink".to_string(), if reflink { "yes" } else { "no" }.to_string()),
+                (
+                    "Reflink".to_string(),
+                    if reflink { "yes" } else { "no" }.to_string(),
+                ),
                 ("Layers".to_string(), self.count_layers().to_string()),
             ],
         }
@@ -279,8 +303,15 @@ impl Driver for VfsDriver {
         Ok(())
     }
 
-    fn apply_diff(&self, id: &LayerId, parent: Option<&LayerId>, diff: &mut dyn Read) -> Result<ApplyStats> {
-        self.build(id, parent, false, |staging| apply_layer(staging, diff, WhiteoutMode::Remove))
+    fn apply_diff(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        diff: &mut dyn Read,
+    ) -> Result<ApplyStats> {
+        self.build(id, parent, false, |staging| {
+            apply_layer(staging, diff, WhiteoutMode::Remove)
+        })
     }
 
     fn diff(&self, id: &LayerId, parent: Option<&LayerId>, out: &mut dyn Write) -> Result<()> {
@@ -301,7 +332,12 @@ impl Driver for VfsDriver {
         diff_size(parent_dir.as_deref(), &dir)
     }
 
-    fn mount_spec(&self, id: &LayerId, frontend: FrontendKind, read_only: bool) -> Result<MountSpec> {
+    fn mount_spec(
+        &self,
+        id: &LayerId,
+        frontend: FrontendKind,
+        read_only: bool,
+    ) -> Result<MountSpec> {
         let meta = self.read_meta(id)?;
         let dir = self.layer_dir(id);
         if !read_only && !meta.rw {
@@ -337,7 +373,9 @@ impl Driver for VfsDriver {
     /// For vfs the reader presents the layer's complete tree (each layer is a full copy).
     fn layer_reader(&self, id: &LayerId) -> Result<Box<dyn LayerReader>> {
         let dir = self.existing_dir(id)?;
-        Ok(Box::new(DirLayer::open(&dir, WhiteoutFormat::None).ctx("open layer", &dir)?))
+        Ok(Box::new(
+            DirLayer::open(&dir, WhiteoutFormat::None).ctx("open layer", &dir)?,
+        ))
     }
 
     /// Removes staging leftovers, metadata without a layer directory, and work
@@ -352,7 +390,11 @@ impl Driver for VfsDriver {
         let meta_dir = self.home.join("meta");
         for entry in fs::read_dir(&meta_dir).ctx("list metadata", &meta_dir)? {
             let path = entry.ctx("list metadata", &meta_dir)?.path();
-            let id = path.file_stem().and_then(OsStr::to_str).unwrap_or_default().to_string();
+            let id = path
+                .file_stem()
+                .and_then(OsStr::to_str)
+                .unwrap_or_default()
+                .to_string();
             let orphan = path.extension() != Some(OsStr::new("json"))
                 || validate_id(&id).is_err()
                 || !self.layer_dir(&id).is_dir();

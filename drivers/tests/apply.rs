@@ -11,7 +11,11 @@ use common::{assert_same_tree, cap_net_bind_service, get_xattr, snapshot, Attrs,
 use drivers::apply::{apply_layer, WhiteoutMode};
 use drivers::DriverError;
 
-fn apply(root: &Path, tar: &[u8], mode: WhiteoutMode) -> drivers::Result<drivers::driver::ApplyStats> {
+fn apply(
+    root: &Path,
+    tar: &[u8],
+    mode: WhiteoutMode,
+) -> drivers::Result<drivers::driver::ApplyStats> {
     apply_layer(root, &mut &tar[..], mode)
 }
 
@@ -30,11 +34,7 @@ fn every_entry_kind_survives() {
             b"#!/bin/true\n",
             Attrs::default().mode(0o4755).owner(1000, 1001),
         )
-        .file(
-            "bin/sgid",
-            b"x",
-            Attrs::default().mode(0o2711).owner(0, 50),
-        )
+        .file("bin/sgid", b"x", Attrs::default().mode(0o2711).owner(0, 50))
         .file(
             "bin/ping",
             b"ping",
@@ -46,7 +46,9 @@ fn every_entry_kind_survives() {
         .file(
             "bin/xattrs",
             b"data",
-            Attrs::default().xattr("user.colour", b"blue").xattr("trusted.k", b"v"),
+            Attrs::default()
+                .xattr("user.colour", b"blue")
+                .xattr("trusted.k", b"v"),
         )
         .file("empty", b"", Attrs::default().mode(0o600).owner(7, 8))
         .file(
@@ -57,11 +59,19 @@ fn every_entry_kind_survives() {
         .symlink(
             "link",
             "/bin/suid",
-            Attrs::default().owner(33, 34).xattr("trusted.on-link", b"yes"),
+            Attrs::default()
+                .owner(33, 34)
+                .xattr("trusted.on-link", b"yes"),
         )
         .hardlink("bin/suid-again", "bin/suid")
         .device("null", false, 1, 3, Attrs::default().mode(0o666))
-        .device("loop0", true, 7, 0, Attrs::default().mode(0o660).owner(0, 6))
+        .device(
+            "loop0",
+            true,
+            7,
+            0,
+            Attrs::default().mode(0o660).owner(0, 6),
+        )
         .fifo("pipe", Attrs::default().mode(0o620))
         .file(&long_name, b"long", Attrs::default())
         .file(unicode, "ünï".as_bytes(), Attrs::default())
@@ -84,17 +94,35 @@ fn every_entry_kind_survives() {
         get_xattr(&root.join("bin/ping"), "security.capability"),
         Some(cap_net_bind_service())
     );
-    assert_eq!(get_xattr(&root.join("bin/xattrs"), "user.colour"), Some(b"blue".to_vec()));
-    assert_eq!(get_xattr(&root.join("bin/xattrs"), "trusted.k"), Some(b"v".to_vec()));
+    assert_eq!(
+        get_xattr(&root.join("bin/xattrs"), "user.colour"),
+        Some(b"blue".to_vec())
+    );
+    assert_eq!(
+        get_xattr(&root.join("bin/xattrs"), "trusted.k"),
+        Some(b"v".to_vec())
+    );
     let empty = md("empty");
-    assert_eq!((empty.len(), empty.mode() & 0o7777, empty.uid(), empty.gid()), (0, 0o600, 7, 8));
-    assert_eq!((md("nsec").mtime(), md("nsec").mtime_nsec()), (1_700_000_000, 123_456_789));
+    assert_eq!(
+        (empty.len(), empty.mode() & 0o7777, empty.uid(), empty.gid()),
+        (0, 0o600, 7, 8)
+    );
+    assert_eq!(
+        (md("nsec").mtime(), md("nsec").mtime_nsec()),
+        (1_700_000_000, 123_456_789)
+    );
     let link = md("link");
     assert!(link.file_type().is_symlink());
-    assert_eq!(fs::read_link(root.join("link")).unwrap(), Path::new("/bin/suid"));
+    assert_eq!(
+        fs::read_link(root.join("link")).unwrap(),
+        Path::new("/bin/suid")
+    );
     assert_eq!((link.uid(), link.gid()), (33, 34));
     assert_eq!(link.mtime(), 1_600_000_000);
-    assert_eq!(get_xattr(&root.join("link"), "trusted.on-link"), Some(b"yes".to_vec()));
+    assert_eq!(
+        get_xattr(&root.join("link"), "trusted.on-link"),
+        Some(b"yes".to_vec())
+    );
     let null = md("null");
     assert!(null.file_type().is_char_device());
     assert_eq!(null.rdev(), libc::makedev(1, 3));
@@ -151,19 +179,33 @@ fn sparse_files_keep_their_holes() {
         .sparse_file_from("gnu-sparse", &sparse)
         .file("zeros", &with_zeros, Attrs::default())
         .finish();
-    assert!(tar.len() < 16 << 20, "the GNU sparse entry must not store the holes");
+    assert!(
+        tar.len() < 16 << 20,
+        "the GNU sparse entry must not store the holes"
+    );
     let root = tmp.path().join("root");
     fs::create_dir(&root).unwrap();
     apply(&root, &tar, WhiteoutMode::Remove).unwrap();
 
     let applied = fs::symlink_metadata(root.join("gnu-sparse")).unwrap();
     assert_eq!(applied.len(), size);
-    assert!(applied.blocks() * 512 < 1 << 20, "holes kept: {} blocks", applied.blocks());
-    assert_eq!(fs::read(root.join("gnu-sparse")).unwrap(), fs::read(&sparse).unwrap());
+    assert!(
+        applied.blocks() * 512 < 1 << 20,
+        "holes kept: {} blocks",
+        applied.blocks()
+    );
+    assert_eq!(
+        fs::read(root.join("gnu-sparse")).unwrap(),
+        fs::read(&sparse).unwrap()
+    );
 
     let z = fs::symlink_metadata(root.join("zeros")).unwrap();
     assert_eq!(z.len(), with_zeros.len() as u64);
-    assert!(z.blocks() * 512 < 1 << 20, "zero blocks written as holes: {} blocks", z.blocks());
+    assert!(
+        z.blocks() * 512 < 1 << 20,
+        "zero blocks written as holes: {} blocks",
+        z.blocks()
+    );
     assert_eq!(fs::read(root.join("zeros")).unwrap(), with_zeros);
 }
 
@@ -186,10 +228,15 @@ fn existing_entries_are_replaced() {
     apply(root, &tar, WhiteoutMode::Remove).unwrap();
     let dir = fs::symlink_metadata(root.join("dir")).unwrap();
     assert_eq!((dir.mode() & 0o7777, dir.uid()), (0o700, 5));
-    assert!(root.join("dir/keep").is_dir(), "a directory replaced by a directory keeps its children");
+    assert!(
+        root.join("dir/keep").is_dir(),
+        "a directory replaced by a directory keeps its children"
+    );
     assert_eq!(fs::read(root.join("dir/child")).unwrap(), b"old");
     assert_eq!(fs::read(root.join("becomes-file")).unwrap(), b"now a file");
-    assert!(fs::symlink_metadata(root.join("becomes-dir")).unwrap().is_dir());
+    assert!(fs::symlink_metadata(root.join("becomes-dir"))
+        .unwrap()
+        .is_dir());
     let was_link = fs::symlink_metadata(root.join("was-link")).unwrap();
     assert!(was_link.is_file());
     assert_eq!(fs::read(root.join("was-link")).unwrap(), b"plain");
@@ -244,7 +291,10 @@ fn whiteouts_remove_mode() {
     assert!(!root.join("d/x").exists());
     assert_eq!(fs::read(root.join("d/y")).unwrap(), b"y");
     assert!(!root.join("o/p").exists(), "opaque removes lower content");
-    assert!(!root.join("o/sub/q").exists(), "opaque removes lower content below kept directories");
+    assert!(
+        !root.join("o/sub/q").exists(),
+        "opaque removes lower content below kept directories"
+    );
     assert_eq!(fs::read(root.join("o/new")).unwrap(), b"new");
     assert_eq!(fs::read(root.join("o/sub/mine")).unwrap(), b"mine");
     assert_eq!(fs::read(root.join("f")).unwrap(), b"same layer");
@@ -253,7 +303,10 @@ fn whiteouts_remove_mode() {
     assert_eq!(fs::read(root.join("r/fresh")).unwrap(), b"fresh");
     for entry in walk(root) {
         let name = entry.file_name().unwrap().to_string_lossy().to_string();
-        assert!(!name.starts_with(".wh."), "no whiteout markers in remove mode: {entry:?}");
+        assert!(
+            !name.starts_with(".wh."),
+            "no whiteout markers in remove mode: {entry:?}"
+        );
     }
 }
 
@@ -276,7 +329,11 @@ fn whiteouts_overlay_mode() {
         assert!(is_whiteout("d/x"));
         assert_eq!(get_xattr(&root.join("o"), opaque), Some(b"y".to_vec()));
         assert_eq!(fs::read(root.join("o/new")).unwrap(), b"new");
-        assert_eq!(fs::read(root.join("f")).unwrap(), b"same layer", "whiteout does not hide same-layer entries");
+        assert_eq!(
+            fs::read(root.join("f")).unwrap(),
+            b"same layer",
+            "whiteout does not hide same-layer entries"
+        );
         assert_eq!(fs::read(root.join("g")).unwrap(), b"new g");
         assert_eq!(
             get_xattr(&root.join("r"), opaque),
@@ -294,11 +351,24 @@ fn whiteouts_aufs_mode() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     apply(root, &whiteout_tar(), WhiteoutMode::Aufs).unwrap();
-    for marker in [".wh.a", "d/.wh.x", "o/.wh..wh..opq", ".wh.f", ".wh.g", ".wh.r"] {
+    for marker in [
+        ".wh.a",
+        "d/.wh.x",
+        "o/.wh..wh..opq",
+        ".wh.f",
+        ".wh.g",
+        ".wh.r",
+    ] {
         let m = fs::symlink_metadata(root.join(marker)).unwrap();
-        assert!(m.is_file() && m.len() == 0, "{marker} kept as an empty file");
+        assert!(
+            m.is_file() && m.len() == 0,
+            "{marker} kept as an empty file"
+        );
     }
-    assert!(!root.join(".wh..wh.plnk").exists(), "housekeeping names are skipped");
+    assert!(
+        !root.join(".wh..wh.plnk").exists(),
+        "housekeeping names are skipped"
+    );
     assert_eq!(fs::read(root.join("f")).unwrap(), b"same layer");
     assert_eq!(fs::read(root.join("g")).unwrap(), b"new g");
 }
@@ -323,14 +393,20 @@ fn overlay_xattrs_in_the_tar_are_dropped() {
                 .xattr("user.keep", b"kept"),
         )
         .finish();
-    for mode in [WhiteoutMode::Remove, WhiteoutMode::Overlay { userxattr: false }] {
+    for mode in [
+        WhiteoutMode::Remove,
+        WhiteoutMode::Overlay { userxattr: false },
+    ] {
         let sub = root.join(format!("{mode:?}").replace(' ', ""));
         fs::create_dir(&sub).unwrap();
         apply(&sub, &tar, mode).unwrap();
         assert_eq!(get_xattr(&sub.join("d"), "trusted.overlay.opaque"), None);
         assert_eq!(get_xattr(&sub.join("d"), "user.overlay.redirect"), None);
         assert_eq!(get_xattr(&sub.join("f"), "trusted.overlay.metacopy"), None);
-        assert_eq!(get_xattr(&sub.join("f"), "user.keep"), Some(b"kept".to_vec()));
+        assert_eq!(
+            get_xattr(&sub.join("f"), "user.keep"),
+            Some(b"kept".to_vec())
+        );
     }
 }
 
@@ -362,9 +438,16 @@ fn escape_setup() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf)
 
 fn assert_outside_untouched(tmp: &Path, outside: &Path, before: &common::TreeSnapshot) {
     assert_eq!(&snapshot(outside), before, "the outside directory changed");
-    let mut names: Vec<_> = fs::read_dir(tmp).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let mut names: Vec<_> = fs::read_dir(tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     names.sort();
-    assert_eq!(names, ["outside", "root"], "nothing was created next to the root");
+    assert_eq!(
+        names,
+        ["outside", "root"],
+        "nothing was created next to the root"
+    );
 }
 
 #[test]
@@ -380,7 +463,11 @@ fn escapes_through_symlinks_are_contained() {
         .file("evil/file", b"inside?", Attrs::default())
         .symlink("up", "../../../../..", Attrs::default())
         .file("up/escaped", b"inside?", Attrs::default())
-        .symlink("victim-link", &format!("{outside_abs}/victim"), Attrs::default())
+        .symlink(
+            "victim-link",
+            &format!("{outside_abs}/victim"),
+            Attrs::default(),
+        )
         // Replaces the symlink itself, never writes through it.
         .file("victim-link", b"overwritten?", Attrs::default())
         .symlink("dirlink", &outside_abs, Attrs::default())
@@ -391,7 +478,10 @@ fn escapes_through_symlinks_are_contained() {
     apply(&root, &tar, WhiteoutMode::Remove).unwrap();
     assert_outside_untouched(tmp.path(), &outside, &before);
     // The writes landed inside the root, as if the root were `/`.
-    assert_eq!(fs::read(root.join(rel_outside).join("file")).unwrap(), b"inside?");
+    assert_eq!(
+        fs::read(root.join(rel_outside).join("file")).unwrap(),
+        b"inside?"
+    );
     assert_eq!(fs::read(root.join("escaped")).unwrap(), b"inside?");
     assert_eq!(fs::read(root.join("victim-link")).unwrap(), b"overwritten?");
     assert!(fs::symlink_metadata(root.join("dirlink")).unwrap().is_dir());
@@ -426,7 +516,10 @@ fn escapes_through_dotdot_and_absolute_paths_are_contained() {
     apply(&root, &tar, WhiteoutMode::Overlay { userxattr: false }).unwrap();
     assert_outside_untouched(tmp.path(), &outside, &before);
     assert_eq!(fs::read(root.join("x")).unwrap(), b"dotdot");
-    assert_eq!(fs::read(root.join("outside/victim")).unwrap(), b"dotdot victim");
+    assert_eq!(
+        fs::read(root.join("outside/victim")).unwrap(),
+        b"dotdot victim"
+    );
     assert_eq!(fs::read(root.join("abs/x")).unwrap(), b"absolute");
     assert_eq!(fs::read(root.join("y")).unwrap(), b"nested dotdot");
 }
@@ -438,7 +531,9 @@ fn hardlinks_to_outside_are_refused() {
     let passwd_links = fs::metadata("/etc/passwd").unwrap().nlink();
     let outside_abs = outside.to_str().unwrap().to_string();
 
-    let tar = TarBuilder::new().hardlink_literal("h", "../../etc/passwd").finish();
+    let tar = TarBuilder::new()
+        .hardlink_literal("h", "../../etc/passwd")
+        .finish();
     let err = apply(&root, &tar, WhiteoutMode::Remove).unwrap_err();
     assert!(matches!(err, DriverError::BadLayer(_)), "{err}");
     assert!(err.to_string().contains("not in the layer"), "{err}");
@@ -455,7 +550,10 @@ fn hardlinks_to_outside_are_refused() {
     let tar = TarBuilder::new()
         .hardlink_literal("h3", &format!("{outside_abs}/victim"))
         .finish();
-    assert!(matches!(apply(&root, &tar, WhiteoutMode::Remove), Err(DriverError::BadLayer(_))));
+    assert!(matches!(
+        apply(&root, &tar, WhiteoutMode::Remove),
+        Err(DriverError::BadLayer(_))
+    ));
 
     assert_eq!(fs::metadata("/etc/passwd").unwrap().nlink(), passwd_links);
     assert_eq!(fs::metadata(outside.join("victim")).unwrap().nlink(), 1);
@@ -525,7 +623,10 @@ fn root_entry_updates_root_metadata_and_cannot_be_replaced() {
         .finish();
     apply(tmp.path(), &tar, WhiteoutMode::Remove).unwrap();
     let m = fs::metadata(tmp.path()).unwrap();
-    assert_eq!((m.permissions().mode() & 0o7777, m.uid(), m.gid(), m.mtime()), (0o750, 3, 4, 1_234));
+    assert_eq!(
+        (m.permissions().mode() & 0o7777, m.uid(), m.gid(), m.mtime()),
+        (0o750, 3, 4, 1_234)
+    );
 
     let tar = TarBuilder::new().file_literal_path("./", b"").finish();
     let err = apply(tmp.path(), &tar, WhiteoutMode::Remove).unwrap_err();
@@ -551,4 +652,101 @@ fn applying_twice_gives_the_same_tree() {
     common::set_mtime(one.path(), 1, 0);
     common::set_mtime(two.path(), 1, 0);
     assert_same_tree(one.path(), two.path());
+}
+
+#[test]
+fn gnu_sparse_with_extension_blocks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sparse = tmp.path().join("many-holes");
+    let f = fs::File::create(&sparse).unwrap();
+    use std::os::unix::fs::FileExt;
+    // 30 data segments: more than fit in the GNU header (4) and in one extension block (21).
+    for i in 0..30u64 {
+        f.write_all_at(format!("segment {i}").as_bytes(), i * (1 << 20))
+            .unwrap();
+    }
+    f.set_len(31 << 20).unwrap();
+    drop(f);
+    let tar = TarBuilder::new()
+        .sparse_file_from("many-holes", &sparse)
+        .file("after", b"after", Attrs::default())
+        .finish();
+    let root = tmp.path().join("root");
+    fs::create_dir(&root).unwrap();
+    apply(&root, &tar, WhiteoutMode::Remove).unwrap();
+    assert_eq!(
+        fs::read(root.join("many-holes")).unwrap(),
+        fs::read(&sparse).unwrap()
+    );
+    let m = fs::metadata(root.join("many-holes")).unwrap();
+    assert!(
+        m.blocks() * 512 < 2 << 20,
+        "holes kept: {} blocks",
+        m.blocks()
+    );
+    assert_eq!(fs::read(root.join("after")).unwrap(), b"after");
+}
+
+#[test]
+fn pax_sparse_format_1_0() {
+    // GNU tar --format=posix --sparse: the map precedes the data, the real name is a PAX record.
+    let mut data = b"2\n0\n4\n8192\n4\n".to_vec();
+    data.resize(512, 0);
+    data.extend_from_slice(b"abcdwxyz");
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_pax_extensions([
+            ("GNU.sparse.major", &b"1"[..]),
+            ("GNU.sparse.minor", &b"0"[..]),
+            ("GNU.sparse.name", &b"dir/real-name"[..]),
+            ("GNU.sparse.realsize", &b"12288"[..]),
+        ])
+        .unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    builder
+        .append_data(&mut h, "dir/GNUSparseFile.0/real-name", &data[..])
+        .unwrap();
+    let tar = builder.into_inner().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    apply(tmp.path(), &tar, WhiteoutMode::Remove).unwrap();
+    let content = fs::read(tmp.path().join("dir/real-name")).unwrap();
+    let mut expected = vec![0u8; 12288];
+    expected[..4].copy_from_slice(b"abcd");
+    expected[8192..8196].copy_from_slice(b"wxyz");
+    assert_eq!(content, expected);
+    assert!(!tmp.path().join("dir/GNUSparseFile.0").exists());
+}
+
+#[test]
+fn binary_xattr_values_survive() {
+    // CAP_DAC_OVERRIDE | CAP_FOWNER: the permitted mask is the byte 0x0a, a newline.
+    let mut cap = Vec::new();
+    cap.extend_from_slice(&0x0200_0001u32.to_le_bytes());
+    cap.extend_from_slice(&0x0au32.to_le_bytes());
+    cap.extend_from_slice(&[0u8; 12]);
+    let weird = b"line1\nline2\0=x \n".to_vec();
+    let tar = TarBuilder::new()
+        .file(
+            "tool",
+            b"t",
+            Attrs::default()
+                .mode(0o755)
+                .owner(10, 10)
+                .xattr("security.capability", &cap)
+                .xattr("trusted.weird", &weird),
+        )
+        .finish();
+    let tmp = tempfile::tempdir().unwrap();
+    apply(tmp.path(), &tar, WhiteoutMode::Remove).unwrap();
+    assert_eq!(
+        get_xattr(&tmp.path().join("tool"), "security.capability"),
+        Some(cap)
+    );
+    assert_eq!(
+        get_xattr(&tmp.path().join("tool"), "trusted.weird"),
+        Some(weird)
+    );
 }

@@ -16,7 +16,11 @@ fn copy_tree_reproduces_the_tree_exactly() {
     fs::create_dir(&src).unwrap();
     let tar = TarBuilder::new()
         .dir("etc", Attrs::default().mode(0o755).mtime(1_000))
-        .file("etc/passwd", b"root:x:0:0\n", Attrs::default().pax("mtime", "1000.5"))
+        .file(
+            "etc/passwd",
+            b"root:x:0:0\n",
+            Attrs::default().pax("mtime", "1000.5"),
+        )
         .file(
             "bin/ping",
             b"ping",
@@ -30,7 +34,11 @@ fn copy_tree_reproduces_the_tree_exactly() {
         .hardlink("etc/ping3", "bin/ping")
         .file("bin/other", b"o", Attrs::default())
         .hardlink("other-link", "bin/other")
-        .symlink("bin/sh", "busybox", Attrs::default().owner(9, 9).xattr("trusted.t", b"1"))
+        .symlink(
+            "bin/sh",
+            "busybox",
+            Attrs::default().owner(9, 9).xattr("trusted.t", b"1"),
+        )
         .device("dev/null", false, 1, 3, Attrs::default().mode(0o666))
         .device("dev/sda", true, 8, 0, Attrs::default().mode(0o660))
         .fifo("run/fifo", Attrs::default().mode(0o600))
@@ -53,10 +61,18 @@ fn copy_tree_reproduces_the_tree_exactly() {
     let stats = copy_tree(&src, &dst).unwrap();
     assert_same_tree(&src, &dst);
     assert_eq!(stats.hardlinks, 3);
-    assert_eq!(stats.copied_files + stats.reflinked_files, 4, "files with content");
+    assert_eq!(
+        stats.copied_files + stats.reflinked_files,
+        4,
+        "files with content"
+    );
     let copied = fs::metadata(dst.join("sparse")).unwrap();
     assert_eq!(copied.len(), 80 << 20);
-    assert!(copied.blocks() * 512 < 1 << 20, "holes kept: {} blocks", copied.blocks());
+    assert!(
+        copied.blocks() * 512 < 1 << 20,
+        "holes kept: {} blocks",
+        copied.blocks()
+    );
     let expected = if drivers::copy::reflink_supported(tmp.path()) {
         CopyMethod::Reflink
     } else {
@@ -112,7 +128,12 @@ impl BtrfsMount {
         let image = dir.path().join("image");
         let f = fs::File::create(&image).ok()?;
         f.set_len(128 << 20).ok()?;
-        let mkfs = Command::new("mkfs.btrfs").arg("-q").arg(&image).status().ok()?;
+        let mkfs = Command::new("mkfs.btrfs")
+            .arg("-q")
+            .arg(&image)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .ok()?;
         if !mkfs.success() {
             return None;
         }
@@ -133,12 +154,16 @@ impl BtrfsMount {
 
 impl Drop for BtrfsMount {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.path).status();
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
     }
 }
 
 #[test]
 fn reflink_probe_of_a_missing_directory_is_false() {
     let tmp = tempfile::tempdir().unwrap();
-    assert!(!drivers::copy::reflink_supported(&tmp.path().join("missing")));
+    assert!(!drivers::copy::reflink_supported(
+        &tmp.path().join("missing")
+    ));
 }

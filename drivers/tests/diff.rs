@@ -25,19 +25,48 @@ fn base_tar() -> Vec<u8> {
         .file("etc/conf", b"v1", Attrs::default().mtime(1_600_000_002))
         .file("etc/keep", b"keep!", Attrs::default().mtime(1_600_000_003))
         .dir("bin", Attrs::default().mode(0o755).mtime(1_600_000_004))
-        .file("bin/tool", b"tool", Attrs::default().mode(0o755).mtime(1_600_000_005))
-        .file("del.txt", b"delete me", Attrs::default().mtime(1_600_000_006))
+        .file(
+            "bin/tool",
+            b"tool",
+            Attrs::default().mode(0o755).mtime(1_600_000_005),
+        )
+        .file(
+            "del.txt",
+            b"delete me",
+            Attrs::default().mtime(1_600_000_006),
+        )
         .dir("olddir", Attrs::default().mode(0o755).mtime(1_600_000_007))
         .file("olddir/a", b"aa", Attrs::default().mtime(1_600_000_008))
-        .dir("olddir/sub", Attrs::default().mode(0o755).mtime(1_600_000_009))
-        .file("olddir/sub/b", b"bbb", Attrs::default().mtime(1_600_000_010))
+        .dir(
+            "olddir/sub",
+            Attrs::default().mode(0o755).mtime(1_600_000_009),
+        )
+        .file(
+            "olddir/sub/b",
+            b"bbb",
+            Attrs::default().mtime(1_600_000_010),
+        )
         .dir("mvsrc", Attrs::default().mode(0o755).mtime(1_600_000_011))
-        .file("mvsrc/child", b"child-content", Attrs::default().mtime(1_600_000_012))
+        .file(
+            "mvsrc/child",
+            b"child-content",
+            Attrs::default().mtime(1_600_000_012),
+        )
         .file("f2d", b"a file", Attrs::default().mtime(1_600_000_013))
-        .file("linked", b"linked content", Attrs::default().mtime(1_600_000_014))
+        .file(
+            "linked",
+            b"linked content",
+            Attrs::default().mtime(1_600_000_014),
+        )
         .hardlink("linked2", "linked")
         .symlink("sym", "etc/conf", Attrs::default().mtime(1_600_000_015))
-        .file("x/y/deep", b"deep file!", Attrs::default().mtime(1_600_000_016).xattr("trusted.x", b"1"))
+        .file(
+            "x/y/deep",
+            b"deep file!",
+            Attrs::default()
+                .mtime(1_600_000_016)
+                .xattr("trusted.x", b"1"),
+        )
         .finish()
 }
 
@@ -146,7 +175,10 @@ fn scripted_changes_and_diff() {
         ]
     );
     let size = driver.diff_size(RW, Some(BASE)).unwrap();
-    assert_eq!(size, ("version 2".len() + "tool".len() + 1 + "child-content".len() + "brand new".len()) as u64);
+    assert_eq!(
+        size,
+        ("version 2".len() + "tool".len() + 1 + "child-content".len() + "brand new".len()) as u64
+    );
 
     // Deterministic output.
     let mut again = Vec::new();
@@ -188,7 +220,17 @@ fn hard_links_and_metadata_only_changes_round_trip() {
     let paths: Vec<&str> = changes.iter().map(|c| c.path.as_str()).collect();
     assert_eq!(
         paths,
-        ["/etc", "/etc/keep", "/etc/keep-link", "/linked", "/linked2", "/sym", "/x", "/x/y", "/x/y/deep"]
+        [
+            "/etc",
+            "/etc/keep",
+            "/etc/keep-link",
+            "/linked",
+            "/linked2",
+            "/sym",
+            "/x",
+            "/x/y",
+            "/x/y/deep"
+        ]
     );
     let tar = assert_round_trip(&driver, tmp.path());
     let entries = tar_names(&tar);
@@ -218,7 +260,9 @@ fn full_export_of_a_base_layer_round_trips() {
 fn long_names_large_ids_and_nanosecond_times_are_exported() {
     let (tmp, driver) = store();
     let rw = driver.layer_dir(RW);
-    let deep: PathBuf = ["p".repeat(150), "q".repeat(150), "r".repeat(200)].iter().collect();
+    let deep: PathBuf = ["p".repeat(150), "q".repeat(150), "r".repeat(200)]
+        .iter()
+        .collect();
     fs::create_dir_all(rw.join(deep.parent().unwrap())).unwrap();
     fs::write(rw.join(&deep), b"long").unwrap();
     std::os::unix::fs::lchown(rw.join(&deep), Some(3_000_000), Some(4_000_000)).unwrap();
@@ -248,10 +292,19 @@ fn plans_from_layer_directories() {
     fs::create_dir(upper.join("opq")).unwrap();
     set_xattr(&upper.join("opq"), "trusted.overlay.opaque", b"y");
     set_xattr(&upper.join("d/sub/f"), "trusted.overlay.origin", b"x");
-    let plan = DiffPlan::from_layer_dir(&upper, WhiteoutFormat::Overlay { userxattr: false }).unwrap();
+    let plan =
+        DiffPlan::from_layer_dir(&upper, WhiteoutFormat::Overlay { userxattr: false }).unwrap();
     let listed: Vec<(String, DiffAction)> = plan
         .iter()
-        .map(|(p, a)| (p.iter().map(|c| c.to_string_lossy()).collect::<Vec<_>>().join("/"), a))
+        .map(|(p, a)| {
+            (
+                p.iter()
+                    .map(|c| c.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/"),
+                a,
+            )
+        })
         .collect();
     assert_eq!(
         listed,
@@ -279,10 +332,18 @@ fn plans_from_layer_directories() {
     // Applying it in overlay mode reproduces the upper.
     let again = tmp.path().join("again");
     fs::create_dir(&again).unwrap();
-    apply_layer(&again, &mut &tar[..], WhiteoutMode::Overlay { userxattr: false }).unwrap();
+    apply_layer(
+        &again,
+        &mut &tar[..],
+        WhiteoutMode::Overlay { userxattr: false },
+    )
+    .unwrap();
     let gone = fs::symlink_metadata(again.join("gone")).unwrap();
     assert_eq!(gone.rdev(), 0);
-    assert_eq!(common::get_xattr(&again.join("opq"), "trusted.overlay.opaque"), Some(b"y".to_vec()));
+    assert_eq!(
+        common::get_xattr(&again.join("opq"), "trusted.overlay.opaque"),
+        Some(b"y".to_vec())
+    );
     assert_eq!(fs::read(again.join("d/sub/f")).unwrap(), b"f");
 
     // An AUFS branch.
@@ -294,7 +355,15 @@ fn plans_from_layer_directories() {
     let plan = DiffPlan::from_layer_dir(&branch, WhiteoutFormat::Aufs).unwrap();
     let listed: Vec<(String, DiffAction)> = plan
         .iter()
-        .map(|(p, a)| (p.iter().map(|c| c.to_string_lossy()).collect::<Vec<_>>().join("/"), a))
+        .map(|(p, a)| {
+            (
+                p.iter()
+                    .map(|c| c.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/"),
+                a,
+            )
+        })
         .collect();
     assert_eq!(
         listed,
@@ -315,36 +384,104 @@ const LINK_TARGETS: [&str; 4] = ["a", "b/c", "nowhere", "."];
 
 #[derive(Debug, Clone)]
 enum Op {
-    WriteFile { dir: usize, name: usize, len: usize, seed: u8 },
-    Overwrite { target: usize, len: usize, seed: u8 },
-    Mkdir { dir: usize, name: usize },
-    Delete { target: usize },
-    Rename { target: usize, dir: usize, name: usize },
-    Chmod { target: usize, mode: u32 },
-    Chown { target: usize, uid: u32 },
-    Hardlink { target: usize, dir: usize, name: usize },
-    Symlink { dir: usize, name: usize, target: usize },
-    SetXattr { target: usize, value: u8 },
-    RemoveXattr { target: usize },
-    Touch { target: usize, nsec: u32 },
-    Sparse { dir: usize, name: usize },
-    Fifo { dir: usize, name: usize },
+    WriteFile {
+        dir: usize,
+        name: usize,
+        len: usize,
+        seed: u8,
+    },
+    Overwrite {
+        target: usize,
+        len: usize,
+        seed: u8,
+    },
+    Mkdir {
+        dir: usize,
+        name: usize,
+    },
+    Delete {
+        target: usize,
+    },
+    Rename {
+        target: usize,
+        dir: usize,
+        name: usize,
+    },
+    Chmod {
+        target: usize,
+        mode: u32,
+    },
+    Chown {
+        target: usize,
+        uid: u32,
+    },
+    Hardlink {
+        target: usize,
+        dir: usize,
+        name: usize,
+    },
+    Symlink {
+        dir: usize,
+        name: usize,
+        target: usize,
+    },
+    SetXattr {
+        target: usize,
+        value: u8,
+    },
+    RemoveXattr {
+        target: usize,
+    },
+    Touch {
+        target: usize,
+        nsec: u32,
+    },
+    Sparse {
+        dir: usize,
+        name: usize,
+    },
+    Fifo {
+        dir: usize,
+        name: usize,
+    },
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
     let i = 0usize..64;
     prop_oneof![
-        (i.clone(), 0..NAMES.len(), 0usize..3000, any::<u8>())
-            .prop_map(|(dir, name, len, seed)| Op::WriteFile { dir, name, len, seed }),
-        (i.clone(), 0usize..3000, any::<u8>()).prop_map(|(target, len, seed)| Op::Overwrite { target, len, seed }),
+        (i.clone(), 0..NAMES.len(), 0usize..3000, any::<u8>()).prop_map(
+            |(dir, name, len, seed)| Op::WriteFile {
+                dir,
+                name,
+                len,
+                seed
+            }
+        ),
+        (i.clone(), 0usize..3000, any::<u8>()).prop_map(|(target, len, seed)| Op::Overwrite {
+            target,
+            len,
+            seed
+        }),
         (i.clone(), 0..NAMES.len()).prop_map(|(dir, name)| Op::Mkdir { dir, name }),
         i.clone().prop_map(|target| Op::Delete { target }),
-        (i.clone(), i.clone(), 0..NAMES.len()).prop_map(|(target, dir, name)| Op::Rename { target, dir, name }),
-        (i.clone(), prop::sample::select(vec![0o644u32, 0o600, 0o755, 0o4755, 0o1777, 0o2750]))
+        (i.clone(), i.clone(), 0..NAMES.len()).prop_map(|(target, dir, name)| Op::Rename {
+            target,
+            dir,
+            name
+        }),
+        (
+            i.clone(),
+            prop::sample::select(vec![0o644u32, 0o600, 0o755, 0o4755, 0o1777, 0o2750])
+        )
             .prop_map(|(target, mode)| Op::Chmod { target, mode }),
         (i.clone(), 0u32..3).prop_map(|(target, uid)| Op::Chown { target, uid }),
-        (i.clone(), i.clone(), 0..NAMES.len()).prop_map(|(target, dir, name)| Op::Hardlink { target, dir, name }),
-        (i.clone(), 0..NAMES.len(), 0..LINK_TARGETS.len()).prop_map(|(dir, name, target)| Op::Symlink { dir, name, target }),
+        (i.clone(), i.clone(), 0..NAMES.len()).prop_map(|(target, dir, name)| Op::Hardlink {
+            target,
+            dir,
+            name
+        }),
+        (i.clone(), 0..NAMES.len(), 0..LINK_TARGETS.len())
+            .prop_map(|(dir, name, target)| Op::Symlink { dir, name, target }),
         (i.clone(), any::<u8>()).prop_map(|(target, value)| Op::SetXattr { target, value }),
         i.clone().prop_map(|target| Op::RemoveXattr { target }),
         (i.clone(), 0u32..1_000_000_000).prop_map(|(target, nsec)| Op::Touch { target, nsec }),
@@ -375,7 +512,9 @@ fn listing(root: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
 }
 
 fn is_symlink(p: &Path) -> bool {
-    fs::symlink_metadata(p).map(|m| m.file_type().is_symlink()).unwrap_or(false)
+    fs::symlink_metadata(p)
+        .map(|m| m.file_type().is_symlink())
+        .unwrap_or(false)
 }
 
 /// Runs one operation; failures (name clashes, renaming a directory into itself, ...) are ignored.
@@ -385,23 +524,32 @@ fn run_op(root: &Path, op: &Op) {
         (!list.is_empty()).then(|| root.join(&list[i % list.len()]))
     };
     let in_dir = |dir: usize, name: usize| pick(&dirs, dir).map(|d| d.join(NAMES[name]));
-    let content = |len: usize, seed: u8| -> Vec<u8> { (0..len).map(|i| seed.wrapping_add(i as u8)).collect() };
+    let content = |len: usize, seed: u8| -> Vec<u8> {
+        (0..len).map(|i| seed.wrapping_add(i as u8)).collect()
+    };
     let nofollow_write = |p: &Path, data: &[u8], create: bool| -> std::io::Result<()> {
         use std::io::Write;
         let mut f = fs::OpenOptions::new()
             .write(true)
             .create(create)
             .truncate(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(p)?;
         f.write_all(data)
     };
     let _ = match op {
-        Op::WriteFile { dir, name, len, seed } => {
-            in_dir(*dir, *name).map(|p| nofollow_write(&p, &content(*len, *seed), true))
-        }
+        Op::WriteFile {
+            dir,
+            name,
+            len,
+            seed,
+        } => in_dir(*dir, *name).map(|p| nofollow_write(&p, &content(*len, *seed), true)),
         Op::Overwrite { target, len, seed } => pick(&all, *target)
-            .filter(|p| fs::symlink_metadata(p).map(|m| m.is_file()).unwrap_or(false))
+            .filter(|p| {
+                fs::symlink_metadata(p)
+                    .map(|m| m.is_file())
+                    .unwrap_or(false)
+            })
             .map(|p| nofollow_write(&p, &content(*len, *seed), false)),
         Op::Mkdir { dir, name } => in_dir(*dir, *name).map(fs::create_dir),
         Op::Delete { target } => pick(&all, *target).map(|p| {
@@ -411,12 +559,15 @@ fn run_op(root: &Path, op: &Op) {
                 fs::remove_file(&p)
             }
         }),
-        Op::Rename { target, dir, name } => pick(&all, *target)
-            .and_then(|from| in_dir(*dir, *name).map(|to| fs::rename(from, to))),
+        Op::Rename { target, dir, name } => {
+            pick(&all, *target).and_then(|from| in_dir(*dir, *name).map(|to| fs::rename(from, to)))
+        }
         Op::Chmod { target, mode } => pick(&all, *target)
             .filter(|p| !is_symlink(p))
             .map(|p| fs::set_permissions(p, fs::Permissions::from_mode(*mode))),
-        Op::Chown { target, uid } => pick(&all, *target).map(|p| std::os::unix::fs::lchown(p, Some(*uid), Some(*uid))),
+        Op::Chown { target, uid } => {
+            pick(&all, *target).map(|p| std::os::unix::fs::lchown(p, Some(*uid), Some(*uid)))
+        }
         Op::Hardlink { target, dir, name } => pick(&all, *target)
             .filter(|p| !fs::symlink_metadata(p).map(|m| m.is_dir()).unwrap_or(true))
             .and_then(|from| in_dir(*dir, *name).map(|to| fs::hard_link(from, to))),
@@ -440,13 +591,14 @@ fn run_op(root: &Path, op: &Op) {
             let f = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .custom_flags(libc::O_NOFOLLOW)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
                 .open(p)?;
             std::os::unix::fs::FileExt::write_all_at(&f, b"sparse", 1 << 20)?;
             f.set_len(3 << 20)
         }),
         Op::Fifo { dir, name } => in_dir(*dir, *name).map(|p| {
-            let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())).unwrap();
+            let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()))
+                .unwrap();
             // SAFETY: valid path string.
             if unsafe { libc::mkfifo(c.as_ptr(), 0o640) } == 0 {
                 Ok(())
@@ -458,7 +610,7 @@ fn run_op(root: &Path, op: &Op) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn random_operations_round_trip(ops in prop::collection::vec(op_strategy(), 1..14)) {

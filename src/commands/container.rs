@@ -80,7 +80,11 @@ pub fn ps(app: &App, format: Format) -> Result<()> {
                         c.id.chars().take(12).collect(),
                         image,
                         c.driver.clone(),
-                        if at.is_empty() { "-".into() } else { at.join(",") },
+                        if at.is_empty() {
+                            "-".into()
+                        } else {
+                            at.join(",")
+                        },
                     ]
                 })
                 .collect();

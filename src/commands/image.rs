@@ -14,9 +14,11 @@ pub fn import(app: &App, path: &Path, name: Option<&str>) -> Result<()> {
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar
     });
@@ -35,7 +37,12 @@ pub fn import(app: &App, path: &Path, name: Option<&str>) -> Result<()> {
         bar.finish_and_clear();
     }
     for image in images {
-        println!("Imported {} {} ({} layers)", image.id.short(), names(&image.tags), image.chain_ids.len());
+        println!(
+            "Imported {} {} ({} layers)",
+            image.id.short(),
+            names(&image.tags),
+            image.chain_ids.len()
+        );
     }
     Ok(())
 }
@@ -45,13 +52,19 @@ pub fn names(tags: &[layer_store::Reference]) -> String {
     if tags.is_empty() {
         "<none>".to_string()
     } else {
-        tags.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+        tags.iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
 pub fn images(app: &App, format: Format) -> Result<()> {
     let images = app.store.images()?;
-    let sizes: Vec<u64> = images.iter().map(|i| app.image_size(i)).collect::<Result<_>>()?;
+    let sizes: Vec<u64> = images
+        .iter()
+        .map(|i| app.image_size(i))
+        .collect::<Result<_>>()?;
     match format {
         Format::Json => {
             let list: Vec<_> = images
@@ -80,7 +93,13 @@ pub fn images(app: &App, format: Format) -> Result<()> {
                     i.tags.iter().map(|t| t.to_string()).collect()
                 };
                 for n in names {
-                    rows.push(vec![n, i.id.short().to_string(), i.chain_ids.len().to_string(), size.clone(), created.clone()]);
+                    rows.push(vec![
+                        n,
+                        i.id.short().to_string(),
+                        i.chain_ids.len().to_string(),
+                        size.clone(),
+                        created.clone(),
+                    ]);
                 }
             }
             human::table(&["NAME", "IMAGE ID", "LAYERS", "SIZE", "CREATED"], &rows);
@@ -133,18 +152,26 @@ pub fn rmi(app: &App, reference: &str) -> Result<()> {
 
 pub fn save(app: &App, reference: &str, output: &Path) -> Result<()> {
     let image = app.store.resolve_image(reference)?;
-    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
-    app.store.save(&image, &mut std::io::BufWriter::new(tmp.as_file_mut()))?;
+    let dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    app.store
+        .save(&image, &mut std::io::BufWriter::new(tmp.as_file_mut()))?;
     tmp.as_file_mut().flush()?;
-    tmp.persist(output).with_context(|| format!("writing {}", output.display()))?;
+    tmp.persist(output)
+        .with_context(|| format!("writing {}", output.display()))?;
     println!("Saved {} to {}", image.id.short(), output.display());
     Ok(())
 }
 
 pub fn sample(app: &App, name: &str) -> Result<()> {
     let Some(busybox) = test_support::sample::find_busybox() else {
-        bail!("the sample image needs a static busybox (install the Debian package busybox-static)");
+        bail!(
+            "the sample image needs a static busybox (install the Debian package busybox-static)"
+        );
     };
     let image = test_support::sample::sample_image(&busybox)
         .with_context(|| format!("building the sample image from {}", busybox.display()))?;

@@ -29,14 +29,21 @@ pub struct LayerSummary {
 /// Normalises a tar path: no leading `./` or `/`, no trailing `/`.
 fn normalise(path: &Path) -> String {
     let s = path.to_string_lossy();
-    let s = s.trim_start_matches("./").trim_start_matches('/').trim_end_matches('/');
+    let s = s
+        .trim_start_matches("./")
+        .trim_start_matches('/')
+        .trim_end_matches('/');
     s.to_string()
 }
 
 fn remove_subtree(existing: &mut BTreeSet<String>, path: &str) {
     existing.remove(path);
     let prefix = format!("{path}/");
-    let doomed: Vec<String> = existing.range(prefix.clone()..).take_while(|p| p.starts_with(&prefix)).cloned().collect();
+    let doomed: Vec<String> = existing
+        .range(prefix.clone()..)
+        .take_while(|p| p.starts_with(&prefix))
+        .cloned()
+        .collect();
     for p in doomed {
         existing.remove(&p);
     }
@@ -66,7 +73,11 @@ pub fn summarize_layer(tar: impl Read, existing: &mut BTreeSet<String>) -> Resul
         }
         if let Some(name) = base.strip_prefix(".wh.") {
             summary.whited_out += 1;
-            let victim = if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
+            let victim = if dir.is_empty() {
+                name.to_string()
+            } else {
+                format!("{dir}/{name}")
+            };
             remove_subtree(existing, &victim);
             continue;
         }
@@ -82,7 +93,11 @@ pub fn summarize_layer(tar: impl Read, existing: &mut BTreeSet<String>) -> Resul
         added_here.insert(path);
     }
     for dir in opaque_dirs {
-        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
         let doomed: Vec<String> = existing
             .iter()
             .filter(|p| p.starts_with(&prefix) && *p != &dir && !added_here.contains(*p))
@@ -114,13 +129,17 @@ pub fn history(app: &App, reference: &str, format: Format) -> Result<()> {
     let mut rows = Vec::new();
     for (i, layer) in layers.iter().enumerate() {
         let tar = app.store.layer_tar(layer)?;
-        let summary = summarize_layer(tar, &mut existing).with_context(|| format!("layer {}", i + 1))?;
+        let summary =
+            summarize_layer(tar, &mut existing).with_context(|| format!("layer {}", i + 1))?;
         rows.push(HistoryRow {
             layer: i + 1,
             diff_id: layer.diff_id.to_string(),
             blob: layer.blob.to_string(),
             size: layer.uncompressed_size,
-            created_by: history.get(i).map(|h| h.created_by.clone()).unwrap_or_default(),
+            created_by: history
+                .get(i)
+                .map(|h| h.created_by.clone())
+                .unwrap_or_default(),
             summary,
         });
     }
@@ -141,7 +160,18 @@ pub fn history(app: &App, reference: &str, format: Format) -> Result<()> {
                     ]
                 })
                 .collect();
-            human::table(&["LAYER", "DIFF ID", "SIZE", "ADDED", "CHANGED", "WHITED OUT", "CREATED BY"], &table);
+            human::table(
+                &[
+                    "LAYER",
+                    "DIFF ID",
+                    "SIZE",
+                    "ADDED",
+                    "CHANGED",
+                    "WHITED OUT",
+                    "CREATED BY",
+                ],
+                &table,
+            );
         }
     }
     Ok(())
@@ -149,10 +179,19 @@ pub fn history(app: &App, reference: &str, format: Format) -> Result<()> {
 
 /// Mounts layer `n` (1-based) of `image` on its own, read-only, with its whiteouts
 /// shown as the `.wh.` files of the layer tar.
-pub fn mount_layer_view(app: &App, image: &Image, n: usize, label: &str, mountpoint: &Path) -> Result<MountRecord> {
+pub fn mount_layer_view(
+    app: &App,
+    image: &Image,
+    n: usize,
+    label: &str,
+    mountpoint: &Path,
+) -> Result<MountRecord> {
     let layers = app.layers(image)?;
     if n == 0 || n > layers.len() {
-        bail!("--layer {n}: image {label} has layers 1 to {}", layers.len());
+        bail!(
+            "--layer {n}: image {label} has layers 1 to {}",
+            layers.len()
+        );
     }
     let layer = &layers[n - 1];
     let views = app.root().join("layer-views");
@@ -175,7 +214,8 @@ pub fn mount_layer_view(app: &App, image: &Image, n: usize, label: &str, mountpo
         }
     }
     let record = MountRecord {
-        mountpoint: std::fs::canonicalize(mountpoint).with_context(|| format!("mountpoint {}", mountpoint.display()))?,
+        mountpoint: std::fs::canonicalize(mountpoint)
+            .with_context(|| format!("mountpoint {}", mountpoint.display()))?,
         driver: "layer-view".into(),
         layer: layer.chain_id.hex().to_string(),
         label: format!("{label} (layer {n} only)"),
@@ -184,7 +224,9 @@ pub fn mount_layer_view(app: &App, image: &Image, n: usize, label: &str, mountpo
         shares: None,
         pid: None,
     };
-    Ok(app.mounts.adopt(record, |target| drivers::kernel::bind_mount(&dir, target, true))?)
+    Ok(app.mounts.adopt(record, |target| {
+        drivers::kernel::bind_mount(&dir, target, true)
+    })?)
 }
 
 #[cfg(test)]
@@ -195,7 +237,11 @@ mod tests {
         let mut b = tar::Builder::new(Vec::new());
         for (path, dir) in entries {
             let mut h = tar::Header::new_gnu();
-            h.set_entry_type(if *dir { tar::EntryType::Directory } else { tar::EntryType::Regular });
+            h.set_entry_type(if *dir {
+                tar::EntryType::Directory
+            } else {
+                tar::EntryType::Regular
+            });
             h.set_size(0);
             h.set_mode(0o644);
             b.append_data(&mut h, path, std::io::empty()).unwrap();
@@ -206,12 +252,39 @@ mod tests {
     #[test]
     fn counts_follow_the_tree_below() {
         let mut existing = BTreeSet::new();
-        let l1 = tar_of(&[("etc", true), ("etc/a", false), ("etc/b", false), ("opt", true), ("opt/x", false)]);
+        let l1 = tar_of(&[
+            ("etc", true),
+            ("etc/a", false),
+            ("etc/b", false),
+            ("opt", true),
+            ("opt/x", false),
+        ]);
         let s1 = summarize_layer(&l1[..], &mut existing).unwrap();
-        assert_eq!(s1, LayerSummary { added: 5, changed: 0, whited_out: 0 });
-        let l2 = tar_of(&[("etc", true), ("etc/a", false), ("etc/.wh.b", false), ("opt", true), ("opt/.wh..wh..opq", false), ("opt/y", false)]);
+        assert_eq!(
+            s1,
+            LayerSummary {
+                added: 5,
+                changed: 0,
+                whited_out: 0
+            }
+        );
+        let l2 = tar_of(&[
+            ("etc", true),
+            ("etc/a", false),
+            ("etc/.wh.b", false),
+            ("opt", true),
+            ("opt/.wh..wh..opq", false),
+            ("opt/y", false),
+        ]);
         let s2 = summarize_layer(&l2[..], &mut existing).unwrap();
-        assert_eq!(s2, LayerSummary { added: 1, changed: 1, whited_out: 2 });
+        assert_eq!(
+            s2,
+            LayerSummary {
+                added: 1,
+                changed: 1,
+                whited_out: 2
+            }
+        );
         assert!(!existing.contains("etc/b"));
         assert!(!existing.contains("opt/x"));
         assert!(existing.contains("opt/y"));

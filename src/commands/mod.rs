@@ -22,7 +22,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Gc => status::gc(&app),
         Command::Df { format } => status::df(&app, format),
         Command::Drivers { format } => status::drivers(&app, format),
-        Command::Create { driver, image, container } => container::create(&app, driver.as_deref(), &image, &container),
+        Command::Create {
+            driver,
+            image,
+            container,
+        } => container::create(&app, driver.as_deref(), &image, &container),
         Command::Rm { container } => container::rm(&app, &container),
         Command::Ps { format } => container::ps(&app, format),
         Command::Mount {
@@ -49,7 +53,10 @@ pub fn run(cli: Cli) -> Result<()> {
         ),
         Command::Umount { mountpoint } => mount::umount(&app, &mountpoint),
         Command::Diff { container, format } => container::diff(&app, &container, format),
-        Command::Commit { container, reference } => container::commit(&app, &container, &reference),
+        Command::Commit {
+            container,
+            reference,
+        } => container::commit(&app, &container, &reference),
         Command::Export { target, output } => mount::export(&app, &target, &output),
         Command::Save { image, output } => image::save(&app, &image, &output),
         Command::Sample { name } => image::sample(&app, &name),

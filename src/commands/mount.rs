@@ -52,7 +52,11 @@ fn mount_target(app: &App, args: &MountArgs<'_>) -> Result<MountRecord> {
             let (driver, frontend) = app.choose(args.driver, args.frontend)?;
             if let Some(n) = args.upto {
                 if n == 0 || n > image.chain_ids.len() {
-                    bail!("--upto {n}: image {} has layers 1 to {}", args.target, image.chain_ids.len());
+                    bail!(
+                        "--upto {n}: image {} has layers 1 to {}",
+                        args.target,
+                        image.chain_ids.len()
+                    );
                 }
             }
             let top = app.materialize(driver.as_ref(), &image, args.upto)?;
@@ -61,7 +65,12 @@ fn mount_target(app: &App, args: &MountArgs<'_>) -> Result<MountRecord> {
                 None => args.target.to_string(),
             };
             let frontend = app.frontend(frontend)?;
-            let req = MountRequest { layer: &top, label: &label, read_only: true, target: args.mountpoint };
+            let req = MountRequest {
+                layer: &top,
+                label: &label,
+                read_only: true,
+                target: args.mountpoint,
+            };
             Ok(app.mounts.get(driver.as_ref(), frontend.as_ref(), &req)?)
         }
         Target::Container(c) => {
@@ -73,15 +82,26 @@ fn mount_target(app: &App, args: &MountArgs<'_>) -> Result<MountRecord> {
             }
             let (driver, frontend) = app.choose(Some(&c.driver), args.frontend)?;
             let frontend = app.frontend(frontend)?;
-            let req = MountRequest { layer: &c.id, label: &c.name, read_only: args.read_only, target: args.mountpoint };
+            let req = MountRequest {
+                layer: &c.id,
+                label: &c.name,
+                read_only: args.read_only,
+                target: args.mountpoint,
+            };
             Ok(app.mounts.get(driver.as_ref(), frontend.as_ref(), &req)?)
         }
     }
 }
 
 pub fn umount(app: &App, mountpoint: &Path) -> Result<()> {
-    let record = app.mounts.put(mountpoint, &|kind| Ok(crate::registry::open_frontend(kind).map_err(|e| drivers::DriverError::Other(e.to_string()))?))?;
-    println!("Unmounted {} from {}", record.label, record.mountpoint.display());
+    let record = app
+        .mounts
+        .put(mountpoint, &crate::registry::frontend_for_unmount)?;
+    println!(
+        "Unmounted {} from {}",
+        record.label,
+        record.mountpoint.display()
+    );
     Ok(())
 }
 
@@ -95,15 +115,17 @@ struct TemporaryMount<'a> {
 impl Drop for TemporaryMount<'_> {
     fn drop(&mut self) {
         if let Err(e) = umount_quiet(self.app, &self.record.mountpoint) {
-            eprintln!("lamina: could not unmount {}: {e}", self.record.mountpoint.display());
+            eprintln!(
+                "lamina: could not unmount {}: {e}",
+                self.record.mountpoint.display()
+            );
         }
     }
 }
 
 fn umount_quiet(app: &App, mountpoint: &Path) -> Result<()> {
-    app.mounts.put(mountpoint, &|kind| {
-        crate::registry::open_frontend(kind).map_err(|e| drivers::DriverError::Other(e.to_string()))
-    })?;
+    app.mounts
+        .put(mountpoint, &crate::registry::frontend_for_unmount)?;
     Ok(())
 }
 
@@ -125,9 +147,17 @@ pub fn export(app: &App, target: &str, output: &Path) -> Result<()> {
             mountpoint: dir.path(),
         },
     )?;
-    let mounted = TemporaryMount { app, record, _dir: dir };
-    let parent = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(parent).with_context(|| format!("creating a file in {}", parent.display()))?;
+    let mounted = TemporaryMount {
+        app,
+        record,
+        _dir: dir,
+    };
+    let parent = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(parent)
+        .with_context(|| format!("creating a file in {}", parent.display()))?;
     {
         let mut out = std::io::BufWriter::new(tmp.as_file_mut());
         drivers::export::write_layer_diff(None, &mounted.record.mountpoint, &mut out)
@@ -135,7 +165,8 @@ pub fn export(app: &App, target: &str, output: &Path) -> Result<()> {
         out.flush()?;
     }
     drop(mounted);
-    tmp.persist(output).with_context(|| format!("writing {}", output.display()))?;
+    tmp.persist(output)
+        .with_context(|| format!("writing {}", output.display()))?;
     println!("Exported {target} to {}", output.display());
     Ok(())
 }

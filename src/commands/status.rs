@@ -13,24 +13,36 @@ use crate::registry;
 /// Removes unreferenced store data, then every driver's layers that no image or
 /// container refers to any more, and unmounted single-layer views.
 pub fn gc(app: &App) -> Result<()> {
-    let report = app.store.gc().context("collecting unreferenced store data")?;
+    let report = app
+        .store
+        .gc()
+        .context("collecting unreferenced store data")?;
     let mut live: BTreeSet<String> = BTreeSet::new();
     for image in app.store.images()? {
         live.extend(image.chain_ids.iter().map(|c| c.hex().to_string()));
     }
     let containers = app.store.containers()?;
     live.extend(containers.iter().map(|c| c.id.clone()));
-    let mounted: BTreeSet<(String, String)> = app.mounts.list()?.into_iter().map(|m| (m.driver, m.layer)).collect();
+    let mounted: BTreeSet<(String, String)> = app
+        .mounts
+        .list()?
+        .into_iter()
+        .map(|m| (m.driver, m.layer))
+        .collect();
     let mut driver_layers = 0;
     for name in registry::DRIVER_NAMES {
-        let Ok(driver) = app.driver(name) else { continue };
+        let Ok(driver) = app.driver(name) else {
+            continue;
+        };
         if !driver.home().exists() {
             continue;
         }
         driver.cleanup()?;
         for id in driver.layers()? {
             if !live.contains(&id) && !mounted.contains(&(name.to_string(), id.clone())) {
-                driver.remove(&id).with_context(|| format!("removing {name} layer {id}"))?;
+                driver
+                    .remove(&id)
+                    .with_context(|| format!("removing {name} layer {id}"))?;
                 driver_layers += 1;
             }
         }
@@ -40,7 +52,8 @@ pub fn gc(app: &App) -> Result<()> {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
             if !mounted.contains(&("layer-view".to_string(), name)) {
-                std::fs::remove_dir_all(e.path()).with_context(|| format!("removing {}", e.path().display()))?;
+                std::fs::remove_dir_all(e.path())
+                    .with_context(|| format!("removing {}", e.path().display()))?;
             }
         }
     }
@@ -120,7 +133,11 @@ pub fn drivers(app: &App, format: Format) -> Result<()> {
                     vec![
                         r.driver.clone(),
                         r.frontend.to_string(),
-                        if r.available { "yes".into() } else { "no".into() },
+                        if r.available {
+                            "yes".into()
+                        } else {
+                            "no".into()
+                        },
                         match (&r.reason, default) {
                             (Some(why), _) => why.clone(),
                             (None, true) => "default".into(),

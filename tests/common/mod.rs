@@ -21,9 +21,16 @@ pub struct Lamina {
 impl Lamina {
     /// A new, empty store.
     pub fn new() -> Lamina {
-        let dir = tempfile::Builder::new().prefix("lamina-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("lamina-test-")
+            .tempdir()
+            .expect("tempdir");
         let root = dir.path().join("store");
-        Lamina { dir, root, envs: Vec::new() }
+        Lamina {
+            dir,
+            root,
+            envs: Vec::new(),
+        }
     }
 
     /// Sets an environment variable for every later command.
@@ -65,7 +72,10 @@ impl Lamina {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
+        let args: Vec<_> = args
+            .into_iter()
+            .map(|a| a.as_ref().to_os_string())
+            .collect();
         let out = self.run(&args);
         assert!(
             out.status.success(),
@@ -84,7 +94,10 @@ impl Lamina {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
+        let args: Vec<_> = args
+            .into_iter()
+            .map(|a| a.as_ref().to_os_string())
+            .collect();
         let out = self.run(&args);
         assert!(
             !out.status.success(),
@@ -101,7 +114,11 @@ impl Lamina {
         all.extend(args.iter().map(OsStr::new));
         all.push(mountpoint.as_os_str());
         self.ok(&all);
-        MountGuard { lamina: self, mountpoint: mountpoint.to_path_buf(), active: true }
+        MountGuard {
+            lamina: self,
+            mountpoint: mountpoint.to_path_buf(),
+            active: true,
+        }
     }
 }
 
@@ -117,7 +134,8 @@ impl MountGuard<'_> {
     /// Unmounts now, asserting success.
     pub fn unmount(mut self) {
         self.active = false;
-        self.lamina.ok([OsStr::new("umount"), self.mountpoint.as_os_str()]);
+        self.lamina
+            .ok([OsStr::new("umount"), self.mountpoint.as_os_str()]);
     }
 }
 
@@ -126,7 +144,9 @@ impl Drop for MountGuard<'_> {
         if !self.active {
             return;
         }
-        let out = self.lamina.run([OsStr::new("umount"), self.mountpoint.as_os_str()]);
+        let out = self
+            .lamina
+            .run([OsStr::new("umount"), self.mountpoint.as_os_str()]);
         if !out.status.success() {
             let _ = nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::MNT_DETACH);
         }

@@ -58,7 +58,8 @@ impl Attrs {
         self
     }
     pub fn xattr(mut self, name: &str, value: &[u8]) -> Self {
-        self.pax.push((format!("SCHILY.xattr.{name}"), value.to_vec()));
+        self.pax
+            .push((format!("SCHILY.xattr.{name}"), value.to_vec()));
         self
     }
     pub fn pax(mut self, key: &str, value: &str) -> Self {
@@ -98,7 +99,9 @@ impl TarBuilder {
 
     pub fn dir(mut self, path: &str, attrs: Attrs) -> Self {
         let mut h = self.header(tar::EntryType::Directory, &attrs, 0);
-        self.builder.append_data(&mut h, path, std::io::empty()).unwrap();
+        self.builder
+            .append_data(&mut h, path, std::io::empty())
+            .unwrap();
         self
     }
 
@@ -133,7 +136,9 @@ impl TarBuilder {
     pub fn hardlink_literal(mut self, path: &str, target: &str) -> Self {
         let mut h = self.header(tar::EntryType::Link, &Attrs::default(), 0);
         h.set_link_name_literal(target).unwrap();
-        self.builder.append_data(&mut h, path, std::io::empty()).unwrap();
+        self.builder
+            .append_data(&mut h, path, std::io::empty())
+            .unwrap();
         self
     }
 
@@ -146,19 +151,27 @@ impl TarBuilder {
         let mut h = self.header(kind, &attrs, 0);
         h.set_device_major(major).unwrap();
         h.set_device_minor(minor).unwrap();
-        self.builder.append_data(&mut h, path, std::io::empty()).unwrap();
+        self.builder
+            .append_data(&mut h, path, std::io::empty())
+            .unwrap();
         self
     }
 
     pub fn fifo(mut self, path: &str, attrs: Attrs) -> Self {
         let mut h = self.header(tar::EntryType::Fifo, &attrs, 0);
-        self.builder.append_data(&mut h, path, std::io::empty()).unwrap();
+        self.builder
+            .append_data(&mut h, path, std::io::empty())
+            .unwrap();
         self
     }
 
     /// An entry whose path is written verbatim into the header (may be absolute or contain `..`).
     pub fn file_literal_path(mut self, path: &str, content: &[u8]) -> Self {
-        let mut h = self.header(tar::EntryType::Regular, &Attrs::default(), content.len() as u64);
+        let mut h = self.header(
+            tar::EntryType::Regular,
+            &Attrs::default(),
+            content.len() as u64,
+        );
         let name = &mut h.as_gnu_mut().unwrap().name;
         name[..path.len()].copy_from_slice(path.as_bytes());
         h.set_cksum();
@@ -296,9 +309,9 @@ pub fn assert_same_tree(expected: &Path, actual: &Path) {
     for (path, node) in &a.nodes {
         match b.nodes.get(path) {
             None => report.push_str(&format!("missing in actual: {path:?}\n")),
-            Some(other) if other != node => {
-                report.push_str(&format!("differs: {path:?}\n  expected {node:?}\n  actual   {other:?}\n"))
-            }
+            Some(other) if other != node => report.push_str(&format!(
+                "differs: {path:?}\n  expected {node:?}\n  actual   {other:?}\n"
+            )),
             _ => {}
         }
     }
@@ -340,7 +353,13 @@ pub fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
 pub fn mknod(path: &Path, kind: libc::mode_t, mode: u32, major: u32, minor: u32) {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
     let ret = unsafe { libc::mknod(c.as_ptr(), kind | mode, libc::makedev(major, minor)) };
-    assert_eq!(ret, 0, "mknod {}: {}", path.display(), std::io::Error::last_os_error());
+    assert_eq!(
+        ret,
+        0,
+        "mknod {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Sets the modification (and access) time of a path without following symlinks.
@@ -351,8 +370,21 @@ pub fn set_mtime(path: &Path, sec: i64, nsec: i64) {
         tv_nsec: nsec,
     };
     let times = [ts, ts];
-    let ret = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
-    assert_eq!(ret, 0, "utimensat {}: {}", path.display(), std::io::Error::last_os_error());
+    let ret = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(
+        ret,
+        0,
+        "utimensat {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 /// A valid v2 `security.capability` value granting CAP_NET_BIND_SERVICE (effective).
