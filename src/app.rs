@@ -27,10 +27,12 @@ pub struct App {
     pub mounts: MountTable,
 }
 
-/// An exclusive lock that serialises materialising image layers in drivers.
-struct MaterializeLock(File);
+/// An exclusive lock that serialises changes to drivers' layers (applying image
+/// layers, creating and removing container layers, garbage collection), so that
+/// one process's cleanup never removes another's work in progress.
+pub struct DriverLock(File);
 
-impl Drop for MaterializeLock {
+impl Drop for DriverLock {
     fn drop(&mut self) {
         // SAFETY: unlocking a descriptor we own.
         unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
@@ -109,7 +111,7 @@ impl App {
         if layers.is_empty() {
             bail!("image {} has no layers", image.id);
         }
-        let _lock = self.materialize_lock()?;
+        let _lock = self.driver_lock()?;
         driver.cleanup().context("cleaning driver leftovers")?;
         let mut parent: Option<String> = None;
         for (i, layer) in layers.iter().enumerate() {
@@ -136,8 +138,9 @@ impl App {
         Ok(parent.expect("at least one layer"))
     }
 
-    fn materialize_lock(&self) -> Result<MaterializeLock> {
-        let path = self.root().join("materialize.lock");
+    /// Takes the driver lock (see [`DriverLock`]).
+    pub fn driver_lock(&self) -> Result<DriverLock> {
+        let path = self.root().join("drivers.lock");
         let f = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -149,7 +152,7 @@ impl App {
             return Err(std::io::Error::last_os_error())
                 .with_context(|| format!("locking {}", path.display()));
         }
-        Ok(MaterializeLock(f))
+        Ok(DriverLock(f))
     }
 
     /// The layers of an image, bottom first.

@@ -11,6 +11,7 @@ pub fn create(app: &App, driver: Option<&str>, reference: &str, name: &str) -> R
     let image = app.store.resolve_image(reference)?;
     let (driver, _) = app.choose(driver, None)?;
     let top = app.materialize(driver.as_ref(), &image, None)?;
+    let _lock = app.driver_lock()?;
     let container = app.store.create_container(name, &image, driver.name())?;
     if let Err(e) = driver.create_rw(&container.id, Some(&top)) {
         let _ = app.store.remove_container(&container.name);
@@ -32,6 +33,7 @@ pub fn rm(app: &App, name: &str) -> Result<()> {
         );
     }
     let driver = app.driver(&container.driver)?;
+    let _lock = app.driver_lock()?;
     driver
         .remove(&container.id)
         .with_context(|| format!("removing the writable layer of {}", container.name))?;

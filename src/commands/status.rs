@@ -30,6 +30,7 @@ pub fn gc(app: &App) -> Result<()> {
         .map(|m| (m.driver, m.layer))
         .collect();
     let mut driver_layers = 0;
+    let _lock = app.driver_lock()?;
     for name in registry::DRIVER_NAMES {
         let Ok(driver) = app.driver(name) else {
             continue;
