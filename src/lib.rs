@@ -5,5 +5,6 @@
 pub mod app;
 pub mod cli;
 pub mod commands;
+pub mod fuse_overlay;
 pub mod human;
 pub mod registry;
