@@ -121,8 +121,9 @@ pub fn commit(app: &App, name: &str, reference: &str) -> Result<()> {
     let parent = app.container_parent(&container)?;
     let (mut reader, mut writer) = std::io::pipe().context("creating a pipe")?;
     let image = std::thread::scope(|s| {
+        let (driver, container, parent) = (&driver, &container, &parent);
         let producer = s.spawn(move || {
-            let r = driver.diff(&container.id, Some(&parent), &mut writer);
+            let r = driver.diff(&container.id, Some(parent), &mut writer);
             drop(writer);
             r
         });
@@ -139,6 +140,10 @@ pub fn commit(app: &App, name: &str, reference: &str) -> Result<()> {
         produced.with_context(|| format!("producing the diff of {name}"))?;
         stored.with_context(|| format!("storing the new layer of {name}"))
     })?;
+    // The new layer joins the container's driver right away (for squashfs this
+    // writes the layer's image), so the committed image is ready to use.
+    app.materialize(driver.as_ref(), &image, None)
+        .with_context(|| format!("adding the committed layer to {}", driver.name()))?;
     println!("{}", image.id);
     Ok(())
 }
