@@ -7,4 +7,5 @@ pub mod cli;
 pub mod commands;
 pub mod fuse_overlay;
 pub mod human;
+pub mod output;
 pub mod registry;

@@ -1,6 +1,6 @@
 //! `import`, `images`, `inspect`, `rmi`, `save`, `sample`.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -152,17 +152,7 @@ pub fn rmi(app: &App, reference: &str) -> Result<()> {
 
 pub fn save(app: &App, reference: &str, output: &Path) -> Result<()> {
     let image = app.store.resolve_image(reference)?;
-    let dir = output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a file in {}", dir.display()))?;
-    app.store
-        .save(&image, &mut std::io::BufWriter::new(tmp.as_file_mut()))?;
-    tmp.as_file_mut().flush()?;
-    tmp.persist(output)
-        .with_context(|| format!("writing {}", output.display()))?;
+    crate::output::write_atomically(output, |out| Ok(app.store.save(&image, out)?))?;
     println!("Saved {} to {}", image.id.short(), output.display());
     Ok(())
 }

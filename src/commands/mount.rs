@@ -1,6 +1,5 @@
 //! `mount`, `umount`, `export`.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -152,21 +151,12 @@ pub fn export(app: &App, target: &str, output: &Path) -> Result<()> {
         record,
         _dir: dir,
     };
-    let parent = output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(parent)
-        .with_context(|| format!("creating a file in {}", parent.display()))?;
-    {
-        let mut out = std::io::BufWriter::new(tmp.as_file_mut());
-        drivers::export::write_layer_diff(None, &mounted.record.mountpoint, &mut out)
+    crate::output::write_atomically(output, |out| {
+        drivers::export::write_layer_diff(None, &mounted.record.mountpoint, out)
             .with_context(|| format!("writing the root filesystem of {target}"))?;
-        out.flush()?;
-    }
+        Ok(())
+    })?;
     drop(mounted);
-    tmp.persist(output)
-        .with_context(|| format!("writing {}", output.display()))?;
     println!("Exported {target} to {}", output.display());
     Ok(())
 }
