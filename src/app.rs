@@ -61,8 +61,18 @@ impl App {
     }
 
     /// Opens a frontend.
-    pub fn frontend(&self, kind: FrontendKind) -> Result<Box<dyn Frontend>> {
-        registry::open_frontend(kind)
+    pub fn frontend(&self, kind: FrontendKind, foreground: bool) -> Result<Box<dyn Frontend>> {
+        let logs = self.root().join("logs");
+        std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default();
+        let options = registry::FrontendOptions {
+            foreground,
+            log: Some(logs.join(format!("{kind}-{stamp}-{}.log", std::process::id()))),
+        };
+        registry::open_frontend(kind, &options)
     }
 
     /// The driver and frontend to use when the user names none.

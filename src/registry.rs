@@ -1,12 +1,14 @@
 //! Which drivers and frontends exist, which work on this host, and the default choice.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use drivers::kernel::KernelFrontend;
 use drivers::overlay2::Overlay2Driver;
+use drivers::squashfs::SquashfsDriver;
 use drivers::vfs::VfsDriver;
 use drivers::{Driver, Frontend, FrontendKind};
+use fuse_frontend::{FuseFrontend, FuseOptions};
 use serde::Serialize;
 
 /// Every driver Lamina knows, in order of preference.
@@ -17,8 +19,9 @@ pub fn open_driver(name: &str, root: &Path) -> Result<Box<dyn Driver>> {
     match name {
         "vfs" => Ok(Box::new(VfsDriver::new(root)?)),
         "overlay2" => Ok(Box::new(Overlay2Driver::new(root)?)),
-        "aufs" | "squashfs" => {
-            bail!("driver {name} is not part of this build yet (available: overlay2, vfs)")
+        "squashfs" => Ok(Box::new(SquashfsDriver::new(root)?)),
+        "aufs" => {
+            bail!("driver {name} is not part of this build yet (available: overlay2, vfs, squashfs)")
         }
         other => bail!(
             "unknown driver {other:?} (known: {})",
@@ -27,19 +30,35 @@ pub fn open_driver(name: &str, root: &Path) -> Result<Box<dyn Driver>> {
     }
 }
 
+/// How a frontend is to serve the mounts it makes.
+#[derive(Debug, Clone, Default)]
+pub struct FrontendOptions {
+    /// Serve in this process until unmounted (FUSE, for debugging).
+    pub foreground: bool,
+    /// Where a FUSE daemon writes its log.
+    pub log: Option<PathBuf>,
+}
+
 /// The frontend of the given kind.
-pub fn open_frontend(kind: FrontendKind) -> Result<Box<dyn Frontend>> {
+pub fn open_frontend(kind: FrontendKind, options: &FrontendOptions) -> Result<Box<dyn Frontend>> {
     match kind {
         FrontendKind::Kernel => Ok(Box::new(KernelFrontend)),
         FrontendKind::Fuse => {
-            bail!("the FUSE frontend is not part of this build yet; use --frontend kernel")
+            if let Err(why) = fuse_frontend::supported() {
+                bail!("the FUSE frontend cannot work here: {why}");
+            }
+            Ok(Box::new(FuseFrontend::new(FuseOptions {
+                foreground: options.foreground,
+                log: options.log.clone(),
+                ..FuseOptions::default()
+            })))
         }
     }
 }
 
 /// The frontend that undoes a mount of the given kind (for `MountTable::put`).
 pub fn frontend_for_unmount(kind: FrontendKind) -> drivers::Result<Box<dyn Frontend>> {
-    open_frontend(kind).map_err(|e| drivers::DriverError::Other(e.to_string()))
+    open_frontend(kind, &FrontendOptions::default()).map_err(|e| drivers::DriverError::Other(e.to_string()))
 }
 
 /// One row of `lamina drivers`.
@@ -64,7 +83,7 @@ pub fn availability(root: &Path) -> Vec<Availability> {
             let verdict = match &driver {
                 Err(e) => Err(e.to_string()),
                 Ok(d) => d.supports(frontend).and_then(|()| {
-                    open_frontend(frontend)
+                    open_frontend(frontend, &FrontendOptions::default())
                         .map(|_| ())
                         .map_err(|e| e.to_string())
                 }),

@@ -17,7 +17,14 @@ use test_support::{fixtures, Compression, DockerArchiveForm, ImageBuilder, Layer
 
 /// Rows that must work on this machine when privileged; any other row that is
 /// unavailable is reported as a skip with the reason `lamina drivers` gives.
-const REQUIRED_ROWS: &[(&str, &str)] = &[("vfs", "kernel"), ("overlay2", "kernel")];
+const REQUIRED_ROWS: &[(&str, &str)] = &[
+    ("vfs", "kernel"),
+    ("vfs", "fuse"),
+    ("overlay2", "kernel"),
+    ("overlay2", "fuse"),
+    ("squashfs", "kernel"),
+    ("squashfs", "fuse"),
+];
 
 /// Why a row cannot run here, as `lamina drivers` says, or `None`.
 fn unavailable(l: &Lamina, driver: &str, frontend: &str) -> Option<String> {

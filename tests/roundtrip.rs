@@ -236,3 +236,8 @@ fn roundtrip_vfs() {
 fn roundtrip_overlay2() {
     roundtrip("overlay2");
 }
+
+#[test]
+fn roundtrip_squashfs() {
+    roundtrip("squashfs");
+}

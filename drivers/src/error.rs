@@ -39,6 +39,14 @@ pub enum DriverError {
         /// What went wrong.
         reason: String,
     },
+    /// A layer's stored data is damaged (e.g. a truncated or corrupt squashfs image).
+    #[error("layer {id} is corrupt: {reason}")]
+    CorruptLayer {
+        /// The layer.
+        id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Anything else, with its explanation.
     #[error("{0}")]
     Other(String),

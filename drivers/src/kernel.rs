@@ -5,16 +5,23 @@
 //! and pass each lower directory with `lowerdir+`, so the number of layers is not
 //! limited by the page-sized option string of `mount(2)`. Where the kernel lacks
 //! `lowerdir+` (before 6.8) the classic option string is used.
+//!
+//! Squashfs layers arrive as images ([`MountSpec::Overlay`]'s `images`): each is
+//! mounted read-only at its directory through an auto-clearing loop device
+//! unless that directory already holds it (layer mounts are shared by every
+//! overlay stacking the layer; `MountTable::put` unmounts them when the last
+//! user goes).
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use crate::error::{DriverError, Result};
 use crate::mount::{Frontend, FrontendKind, MountSpec};
+use crate::mount_table::MountInfo;
 
 /// The most lower layers the kernel's overlayfs stacks (`OVL_MAX_STACK`).
 pub const OVERLAY_MAX_LOWERS: usize = 500;
@@ -32,17 +39,24 @@ impl Frontend for KernelFrontend {
         match spec {
             MountSpec::Bind { source, read_only } => bind_mount(&source, target, read_only)?,
             MountSpec::Overlay {
+                images,
                 lowers,
                 upper,
                 options,
                 read_only,
-            } => overlay_mount_with(
-                &lowers,
-                upper.as_ref().map(|(u, w)| (u.as_path(), w.as_path())),
-                &options,
-                target,
-                read_only || upper.is_none(),
-            )?,
+            } => {
+                let attached = mount_layer_images(&images)?;
+                if let Err(e) = overlay_mount_with(
+                    &lowers,
+                    upper.as_ref().map(|(u, w)| (u.as_path(), w.as_path())),
+                    &options,
+                    target,
+                    read_only || upper.is_none(),
+                ) {
+                    release_layer_mounts(&attached);
+                    return Err(e);
+                }
+            }
             MountSpec::Stack { .. } => Err(DriverError::Unsupported(
                 "a layer stack is served by the FUSE frontend, not the kernel (use --frontend fuse)".into(),
             ))?,
@@ -52,6 +66,35 @@ impl Frontend for KernelFrontend {
 
     fn unmount(&self, target: &Path) -> Result<()> {
         unmount(target)
+    }
+}
+
+/// Mounts each `(image, directory)` whose directory does not hold a squashfs
+/// mount yet; returns the directories it mounted. On error nothing it mounted stays.
+pub fn mount_layer_images(images: &[(PathBuf, PathBuf)]) -> Result<Vec<PathBuf>> {
+    let mut attached = Vec::new();
+    for (image, dir) in images {
+        if MountInfo::read()?.fstype(dir) == Some("squashfs") {
+            continue;
+        }
+        let made = std::fs::create_dir_all(dir)
+            .map_err(|e| mount_err(dir, "create layer mount directory", e))
+            .and_then(|()| crate::squashfs::loopdev::mount_image(image, dir));
+        if let Err(e) = made {
+            release_layer_mounts(&attached);
+            return Err(e);
+        }
+        attached.push(dir.clone());
+    }
+    Ok(attached)
+}
+
+/// Unmounts layer mounts (last first); a busy one is left and logged.
+pub fn release_layer_mounts(dirs: &[PathBuf]) {
+    for dir in dirs.iter().rev() {
+        if let Err(e) = unmount(dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot unmount a layer image");
+        }
     }
 }
 

@@ -68,6 +68,10 @@ pub enum MountSpec {
     },
     /// A kernel overlay mount.
     Overlay {
+        /// Squashfs images to mount read-only first, each at its directory (which
+        /// `lowers` then names): `(image, mount directory)`. A directory that
+        /// already holds a squashfs mount is reused. Empty for directory layers.
+        images: Vec<(PathBuf, PathBuf)>,
         /// Lower directories, top first.
         lowers: Vec<PathBuf>,
         /// Upper and work directories for read-write mounts.
@@ -98,12 +102,14 @@ impl fmt::Debug for MountSpec {
                 .field("read_only", read_only)
                 .finish(),
             MountSpec::Overlay {
+                images,
                 lowers,
                 upper,
                 options,
                 read_only,
             } => f
                 .debug_struct("Overlay")
+                .field("images", images)
                 .field("lowers", lowers)
                 .field("upper", upper)
                 .field("options", options)

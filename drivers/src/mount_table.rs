@@ -6,6 +6,12 @@
 //! upper or one FUSE daemon; the layer stays mounted until its last mountpoint
 //! is put. Records whose mount vanished (a crash, a manual `umount`) or died (a
 //! killed FUSE daemon: `ENOTCONN`) are found and cleaned by the next command.
+//!
+//! A mount may stack layer mounts (squashfs images the kernel frontend mounted
+//! through loop devices, shared by every overlay that stacks the layer). Its
+//! record lists them; when a record goes (put, or pruned), each layer mount no
+//! remaining record lists is unmounted, and its auto-clearing loop device goes
+//! with it.
 
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
@@ -17,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::driver::{Driver, LayerId};
 use crate::error::{DriverError, IoContext, Result};
 use crate::kernel;
-use crate::mount::{Frontend, FrontendKind};
+use crate::mount::{Frontend, FrontendKind, MountSpec};
 
 /// One mountpoint Lamina made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +44,10 @@ pub struct MountRecord {
     pub shares: Option<PathBuf>,
     /// The serving daemon's pid (FUSE).
     pub pid: Option<u32>,
+    /// Layer mounts (squashfs images mounted by the kernel frontend) this mount
+    /// stacks; each is unmounted when the last record using it is put.
+    #[serde(default)]
+    pub layer_mounts: Vec<PathBuf>,
 }
 
 /// The table of Lamina's mounts under one store root.
@@ -60,13 +70,11 @@ pub struct MountRequest<'a> {
     pub target: &'a Path,
 }
 
-struct TableLock(File);
-
-impl Drop for TableLock {
-    fn drop(&mut self) {
-        // SAFETY: unlocking a descriptor we own.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
-    }
+/// The table's lock: a POSIX record lock on `mounts.lock`, released when the file
+/// is closed. Unlike `flock`, a record lock belongs to the process, so a FUSE
+/// daemon forked while the lock is held does not keep holding it.
+struct TableLock {
+    _file: File,
 }
 
 impl MountTable {
@@ -85,11 +93,20 @@ impl MountTable {
             .write(true)
             .open(&self.lock)
             .ctx("open", &self.lock)?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error()).ctx("lock", &self.lock);
+        // SAFETY: an all-zero `flock` is a valid value; the fields are set below.
+        let mut range: libc::flock = unsafe { std::mem::zeroed() };
+        range.l_type = libc::F_WRLCK as libc::c_short;
+        range.l_whence = libc::SEEK_SET as libc::c_short;
+        loop {
+            // SAFETY: F_SETLKW with a valid `flock` on a descriptor we own.
+            if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLKW, &range) } == 0 {
+                return Ok(TableLock { _file: f });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != ErrorKind::Interrupted {
+                return Err(err).ctx("lock", &self.lock);
+            }
         }
-        Ok(TableLock(f))
     }
 
     fn load(&self) -> Result<Vec<MountRecord>> {
@@ -130,23 +147,24 @@ impl MountTable {
         let records = self.load()?;
         let table = MountInfo::read()?;
         let mut keep = Vec::with_capacity(records.len());
-        let mut changed = false;
+        let mut dropped = Vec::new();
         for r in records {
             if !table.is_mountpoint(&r.mountpoint) {
                 tracing::info!(mountpoint = %r.mountpoint.display(), "forgetting a mount that is gone");
-                changed = true;
+                dropped.push(r);
                 continue;
             }
             if is_dead(&r.mountpoint) {
                 tracing::warn!(mountpoint = %r.mountpoint.display(), "detaching a dead mount");
                 let _ = nix::mount::umount2(&r.mountpoint, nix::mount::MntFlags::MNT_DETACH);
-                changed = true;
+                dropped.push(r);
                 continue;
             }
             keep.push(r);
         }
-        if changed {
+        if !dropped.is_empty() {
             self.save(&keep)?;
+            release_unused_layer_mounts(&dropped, &keep)?;
         }
         Ok(keep)
     }
@@ -211,7 +229,7 @@ impl MountTable {
         // The record is written before the mount is made, so a crash in between
         // leaves a record of a mount that is not there (pruned by the next
         // command) rather than a mount nobody knows about.
-        let (record, spec) = match reuse {
+        let (mut record, spec) = match reuse {
             Some(first) => (
                 MountRecord {
                     mountpoint: target.clone(),
@@ -231,10 +249,14 @@ impl MountTable {
                     read_only: req.read_only,
                     shares: None,
                     pid: None,
+                    layer_mounts: Vec::new(),
                 },
                 Some(driver.mount_spec(req.layer, frontend.kind(), req.read_only)?),
             ),
         };
+        if let Some(MountSpec::Overlay { images, .. }) = &spec {
+            record.layer_mounts = images.iter().map(|(_, dir)| dir.clone()).collect();
+        }
         records.push(record.clone());
         self.save(&records)?;
         let mounted = match (&record.shares, spec) {
@@ -312,8 +334,36 @@ impl MountTable {
         }
         records.remove(pos);
         self.save(&records)?;
+        release_unused_layer_mounts(std::slice::from_ref(&record), &records)?;
         Ok(record)
     }
+}
+
+/// Unmounts the layer mounts of `gone` records that no record of `remaining`
+/// stacks. A layer mount still busy (e.g. under a diff's private view) stays.
+fn release_unused_layer_mounts(gone: &[MountRecord], remaining: &[MountRecord]) -> Result<()> {
+    let mut unused: Vec<&PathBuf> = gone
+        .iter()
+        .flat_map(|r| &r.layer_mounts)
+        .filter(|dir| !remaining.iter().any(|r| r.layer_mounts.contains(dir)))
+        .collect();
+    unused.sort();
+    unused.dedup();
+    if unused.is_empty() {
+        return Ok(());
+    }
+    let table = MountInfo::read()?;
+    for dir in unused {
+        if table.is_mountpoint(dir) {
+            match kernel::unmount(dir) {
+                Ok(()) => tracing::debug!(dir = %dir.display(), "released a layer mount"),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "layer mount still busy; leaving it")
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether a mountpoint answers `ENOTCONN` (a FUSE daemon that died).
@@ -350,6 +400,11 @@ impl MountInfo {
     /// Whether something is mounted exactly at `path`.
     pub fn is_mountpoint(&self, path: &Path) -> bool {
         self.mountpoints.iter().any(|(m, _)| m == path)
+    }
+
+    /// Every mountpoint, in mount order.
+    pub fn mountpoints(&self) -> impl Iterator<Item = &Path> + '_ {
+        self.mountpoints.iter().map(|(m, _)| m.as_path())
     }
 
     /// The filesystem type of the topmost mount at `path`.

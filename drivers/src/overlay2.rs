@@ -20,7 +20,7 @@
 //! merged view of the container with the merged view of its parent (both
 //! mounted read-only), so they agree with every other driver to the letter.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsFd;
@@ -39,8 +39,8 @@ use crate::export::{plan_size, write_plan, DiffPlan};
 use crate::fsutil;
 use crate::kernel::{self, OVERLAY_MAX_LOWERS};
 use crate::layer::LayerReader;
+use crate::merged_diff::{self, DiffViews};
 use crate::mount::{FrontendKind, MountSpec, WhiteoutFormat};
-use crate::xattr::{self, XattrTarget};
 
 const NAME: &str = "overlay2";
 /// Length of a layer's short name (as Docker: 26 characters).
@@ -59,11 +59,6 @@ pub const RW_OPTIONS: &[&str] = &["index=on", "redirect_dir=off", "metacopy=off"
 pub struct Overlay2Driver {
     home: PathBuf,
     userxattr: bool,
-}
-
-/// Whether process `pid` is alive.
-fn pid_alive(pid: u32) -> bool {
-    Path::new("/proc").join(pid.to_string()).exists()
 }
 
 impl Overlay2Driver {
@@ -88,24 +83,12 @@ impl Overlay2Driver {
         Ok(empty)
     }
 
-    /// The diff of container `id` from its merged views: the merged-view
-    /// comparison, with every opaque directory of the upper written as one
-    /// `.wh..wh..opq` marker plus its whole content.
+    /// The diff of layer `id` from its merged views: the merged-view
+    /// comparison, with every opaque directory of its diff directory written as
+    /// one `.wh..wh..opq` marker plus its whole content.
     fn plan(&self, id: &LayerId, old: &Path, new: &Path) -> Result<DiffPlan> {
-        let mut plan = DiffPlan::from_trees(Some(old), new)?;
-        let mut opaque = Vec::new();
-        opaque_dirs(
-            &self.diff_dir(id),
-            &mut Vec::new(),
-            self.userxattr,
-            &mut opaque,
-        )?;
-        for dir in opaque {
-            let mut below = Vec::new();
-            paths_below(&new.join(fsutil::join_components(&dir)), &dir, &mut below)?;
-            plan.make_opaque(&dir, below);
-        }
-        Ok(plan)
+        let opaque = merged_diff::upper_opaque_dirs(&self.diff_dir(id), self.userxattr)?;
+        merged_diff::merged_plan(old, new, &opaque)
     }
 
     fn rw_options(&self) -> Vec<String> {
@@ -320,27 +303,16 @@ impl Overlay2Driver {
                 parent.unwrap_or("nothing")
             )));
         }
-        let views = self.home.join("views").join(format!(
-            "{}.{:016x}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        let (old, new) = (views.join("old"), views.join("new"));
-        for d in [&old, &new] {
-            fs::create_dir_all(d).ctx("create view directory", d)?;
-        }
-        let mut guard = ViewGuard {
-            dir: views.clone(),
-            mounted: Vec::new(),
-        };
+        let mut views = DiffViews::create(&self.home.join("views"))?;
+        let (old, new) = (views.old(), views.new_view());
         let chain = self.chain(id)?;
         let old_lowers = if chain.len() > 1 {
             self.lower_paths(&chain[1..])?
         } else {
             vec![self.empty_lower()?]
         };
-        mount_view(&old_lowers, &old, &self.empty_lower()?)?;
-        guard.mounted.push(old.clone());
+        merged_diff::mount_lower_view(&old_lowers, &old, &self.empty_lower()?)?;
+        views.mounted(old.clone());
         // A container's own view: its upper mounted read-only with the same
         // options, so that the index keeps copied-up hard links linked. When the
         // container is mounted read-write elsewhere the kernel refuses a second
@@ -364,82 +336,10 @@ impl Overlay2Driver {
             }
         }
         if !mounted {
-            mount_view(&self.lower_paths(&chain)?, &new, &self.empty_lower()?)?;
+            merged_diff::mount_lower_view(&self.lower_paths(&chain)?, &new, &self.empty_lower()?)?;
         }
-        guard.mounted.push(new.clone());
+        views.mounted(new.clone());
         f(&old, &new)
-    }
-}
-
-/// The relative paths of everything below `dir`, as components after `prefix`.
-fn paths_below(dir: &Path, prefix: &[OsString], out: &mut Vec<Vec<OsString>>) -> Result<()> {
-    for entry in fs::read_dir(dir).ctx("list", dir)? {
-        let entry = entry.ctx("list", dir)?;
-        let mut path = prefix.to_vec();
-        path.push(entry.file_name());
-        let is_dir = entry.file_type().ctx("stat", entry.path())?.is_dir();
-        out.push(path.clone());
-        if is_dir {
-            paths_below(&entry.path(), &path, out)?;
-        }
-    }
-    Ok(())
-}
-
-/// The outermost opaque directories of an overlay upper, as components.
-fn opaque_dirs(
-    upper: &Path,
-    prefix: &mut Vec<OsString>,
-    userxattr: bool,
-    out: &mut Vec<Vec<OsString>>,
-) -> Result<()> {
-    let here = upper.join(fsutil::join_components(prefix));
-    for entry in fs::read_dir(&here).ctx("list", &here)? {
-        let entry = entry.ctx("list", &here)?;
-        if !entry.file_type().ctx("stat", entry.path())?.is_dir() {
-            continue;
-        }
-        let dir = fsutil::open_dir(&entry.path()).ctx("open", entry.path())?;
-        let opaque = XattrTarget::Fd(dir.as_fd())
-            .get(xattr::overlay_opaque_xattr(userxattr))
-            .ctx("read opaque xattr", entry.path())?;
-        prefix.push(entry.file_name());
-        if opaque.as_deref() == Some(b"y") {
-            out.push(prefix.clone());
-        } else {
-            opaque_dirs(upper, prefix, userxattr, out)?;
-        }
-        prefix.pop();
-    }
-    Ok(())
-}
-
-/// Mounts a read-only overlay of `lowers`. A single layer is stacked on an empty
-/// directory: it may hold whiteouts, which overlay hides and a bind would not.
-fn mount_view(lowers: &[PathBuf], target: &Path, empty: &Path) -> Result<()> {
-    if lowers.len() == 1 {
-        return kernel::overlay_mount(&[lowers[0].clone(), empty.to_path_buf()], None, &[], target);
-    }
-    kernel::overlay_mount(lowers, None, &[], target)
-}
-
-/// Unmounts and removes a diff's temporary views, even on error or panic.
-struct ViewGuard {
-    dir: PathBuf,
-    mounted: Vec<PathBuf>,
-}
-
-impl Drop for ViewGuard {
-    fn drop(&mut self) {
-        for m in self.mounted.drain(..).rev() {
-            if let Err(e) = kernel::unmount(&m) {
-                warn!(mountpoint = %m.display(), error = %e, "detaching a diff view");
-                let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
-            }
-        }
-        if let Err(e) = fsutil::remove_tree(&self.dir) {
-            warn!(dir = %self.dir.display(), error = %e, "cannot remove a diff view directory");
-        }
     }
 }
 
@@ -605,6 +505,7 @@ impl Driver for Overlay2Driver {
                     lowers.push(self.empty_lower()?);
                 }
                 Ok(MountSpec::Overlay {
+                    images: Vec::new(),
                     lowers,
                     upper,
                     options,
@@ -654,27 +555,14 @@ impl Driver for Overlay2Driver {
             let entry = entry.ctx("list staging", &staging)?;
             let name = entry.file_name().to_string_lossy().to_string();
             let owner = name.split('.').nth(1).and_then(|p| p.parse::<u32>().ok());
-            if owner.is_some_and(pid_alive) {
+            if owner.is_some_and(merged_diff::pid_alive) {
                 continue;
             }
             let path = entry.path();
             fsutil::remove_tree(&path).ctx("remove staging leftover", &path)?;
             debug!(path = %path.display(), "removed staging leftover");
         }
-        let views = self.home.join("views");
-        for entry in fs::read_dir(&views).ctx("list views", &views)? {
-            let entry = entry.ctx("list views", &views)?;
-            let name = entry.file_name().to_string_lossy().to_string();
-            let owner = name.split('.').next().and_then(|p| p.parse::<u32>().ok());
-            if owner.is_none() || owner.is_some_and(pid_alive) {
-                continue;
-            }
-            let path = entry.path();
-            for sub in ["new", "old"] {
-                let _ = nix::mount::umount2(&path.join(sub), nix::mount::MntFlags::MNT_DETACH);
-            }
-            fsutil::remove_tree(&path).ctx("remove stale diff view", &path)?;
-        }
+        merged_diff::remove_stale_views(&self.home.join("views"))?;
         let links = self.home.join("l");
         for entry in fs::read_dir(&links).ctx("list short links", &links)? {
             let path = entry.ctx("list short links", &links)?.path();

@@ -223,6 +223,7 @@ pub fn mount_layer_view(
         read_only: true,
         shares: None,
         pid: None,
+        layer_mounts: Vec::new(),
     };
     Ok(app.mounts.adopt(record, |target| {
         drivers::kernel::bind_mount(&dir, target, true)

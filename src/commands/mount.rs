@@ -22,10 +22,10 @@ pub struct MountArgs<'a> {
 }
 
 pub fn mount(app: &App, args: &MountArgs<'_>) -> Result<()> {
-    if args.foreground {
-        bail!("--foreground applies to the FUSE frontend, which is not part of this build yet");
-    }
-    let record = mount_target(app, args)?;
+    let Some(record) = mount_target(app, args)? else {
+        println!("Unmounted {}", args.mountpoint.display());
+        return Ok(());
+    };
     println!(
         "Mounted {} ({} × {}{}) at {}",
         record.label,
@@ -37,14 +37,42 @@ pub fn mount(app: &App, args: &MountArgs<'_>) -> Result<()> {
     Ok(())
 }
 
-fn mount_target(app: &App, args: &MountArgs<'_>) -> Result<MountRecord> {
+/// Mounts through the mount table, or — with `--foreground` — serves the mount
+/// in this process until it is unmounted (then returns `None`).
+fn attach(
+    app: &App,
+    driver: &dyn drivers::Driver,
+    frontend: FrontendKind,
+    req: &MountRequest<'_>,
+    foreground: bool,
+) -> Result<Option<MountRecord>> {
+    if !foreground {
+        let frontend = app.frontend(frontend, false)?;
+        return Ok(Some(app.mounts.get(driver, frontend.as_ref(), req)?));
+    }
+    if frontend != FrontendKind::Fuse {
+        bail!("--foreground applies to the FUSE frontend (add --frontend fuse)");
+    }
+    let spec = driver.mount_spec(req.layer, frontend, req.read_only)?;
+    let fuse = app.frontend(frontend, true)?;
+    eprintln!(
+        "Serving {} at {} in the foreground; stop with Ctrl-C or `umount {}`",
+        req.label,
+        req.target.display(),
+        req.target.display()
+    );
+    fuse.mount(spec, req.target)?;
+    Ok(None)
+}
+
+fn mount_target(app: &App, args: &MountArgs<'_>) -> Result<Option<MountRecord>> {
     let target = app.target(args.target)?;
     if let Some(n) = args.layer {
         let image = match &target {
             Target::Image(i) => i.clone(),
             Target::Container(_) => bail!("--layer N takes an image, not a container"),
         };
-        return inspect_layers::mount_layer_view(app, &image, n, args.target, args.mountpoint);
+        return inspect_layers::mount_layer_view(app, &image, n, args.target, args.mountpoint).map(Some);
     }
     match target {
         Target::Image(image) => {
@@ -63,14 +91,13 @@ fn mount_target(app: &App, args: &MountArgs<'_>) -> Result<MountRecord> {
                 Some(n) => format!("{} (layers 1-{n})", args.target),
                 None => args.target.to_string(),
             };
-            let frontend = app.frontend(frontend)?;
             let req = MountRequest {
                 layer: &top,
                 label: &label,
                 read_only: true,
                 target: args.mountpoint,
             };
-            Ok(app.mounts.get(driver.as_ref(), frontend.as_ref(), &req)?)
+            attach(app, driver.as_ref(), frontend, &req, args.foreground)
         }
         Target::Container(c) => {
             if args.upto.is_some() {
@@ -80,14 +107,13 @@ fn mount_target(app: &App, args: &MountArgs<'_>) -> Result<MountRecord> {
                 bail!("container {} lives in driver {}, not {d}", c.name, c.driver);
             }
             let (driver, frontend) = app.choose(Some(&c.driver), args.frontend)?;
-            let frontend = app.frontend(frontend)?;
             let req = MountRequest {
                 layer: &c.id,
                 label: &c.name,
                 read_only: args.read_only,
                 target: args.mountpoint,
             };
-            Ok(app.mounts.get(driver.as_ref(), frontend.as_ref(), &req)?)
+            attach(app, driver.as_ref(), frontend, &req, args.foreground)
         }
     }
 }
@@ -137,7 +163,7 @@ pub fn export(app: &App, target: &str, output: &Path) -> Result<()> {
         app,
         &MountArgs {
             driver: None,
-            frontend: Some(&FrontendKind::Kernel.to_string()),
+            frontend: None,
             read_only: true,
             layer: None,
             upto: None,
@@ -145,7 +171,8 @@ pub fn export(app: &App, target: &str, output: &Path) -> Result<()> {
             target,
             mountpoint: dir.path(),
         },
-    )?;
+    )?
+    .expect("only foreground mounts return no record");
     let mounted = TemporaryMount {
         app,
         record,

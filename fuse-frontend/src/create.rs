@@ -1,0 +1,257 @@
+//! Creating objects in the merged view: directories, files, device nodes,
+//! fifos, symlinks and hard links. Every new object is built in the work
+//! directory with its final owner, mode and (for a directory replacing a
+//! whiteout) opaque mark, then moved into the upper in one step.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+use drivers::fsutil;
+use drivers::layer::FileKind;
+use drivers::WhiteoutFormat;
+use fuser::FileAttr;
+
+use crate::handles::{Content, IoMode, OpenFile};
+use crate::merged::{Caller, Merged};
+use crate::nodes::Table;
+use crate::sys::{self, errno};
+use crate::upper::Upper;
+
+impl Merged {
+    /// Checks that `name` can be created in `parent` and prepares the upper
+    /// directory for it.
+    fn new_slot(&self, t: &mut Table, parent: u64, name: &OsStr) -> io::Result<Slot> {
+        let upper = self.upper()?;
+        if upper.is_reserved_name(name) {
+            return Err(errno(libc::EPERM));
+        }
+        if name.len() > 255 {
+            return Err(errno(libc::ENAMETOOLONG));
+        }
+        if self.child(t, parent, name)?.is_some() {
+            return Err(errno(libc::EEXIST));
+        }
+        self.copy_up(t, parent, None)?;
+        let dir = upper.dir(&t.path(parent)?)?;
+        let over_whiteout = upper.has_whiteout(dir.as_fd(), name)?;
+        let st = sys::stat_fd(dir.as_fd())?;
+        Ok(Slot {
+            dir,
+            over_whiteout,
+            parent_setgid: st.st_mode & libc::S_ISGID != 0,
+            parent_gid: st.st_gid,
+        })
+    }
+
+    /// Builds an object in the work directory with `make`, gives it its owner and
+    /// mode, and moves it into `slot` as `name`; returns the new node's attributes
+    /// after counting one lookup.
+    fn finish_new(
+        &self,
+        t: &mut Table,
+        parent: u64,
+        name: &OsStr,
+        slot: &Slot,
+        owner: Option<(Caller, u32)>,
+        make: impl FnOnce(&Upper, &OsStr) -> io::Result<()>,
+    ) -> io::Result<(u64, FileAttr)> {
+        let upper = self.upper()?;
+        let tmp = upper.temp_name();
+        let result = (|| {
+            make(upper, &tmp)?;
+            if let Some((caller, mode)) = owner {
+                let gid = if slot.parent_setgid {
+                    slot.parent_gid
+                } else {
+                    caller.gid
+                };
+                sys::chown_at(upper.work(), &tmp, caller.uid, gid)?;
+                let meta =
+                    fsutil::stat_at(upper.work(), &tmp)?.ok_or_else(|| errno(libc::ENOENT))?;
+                if meta.kind != FileKind::Symlink {
+                    let mut mode = mode & 0o7777;
+                    if meta.kind == FileKind::Directory && slot.parent_setgid {
+                        mode |= libc::S_ISGID;
+                    }
+                    sys::chmod_at(upper.work(), &tmp, mode)?;
+                }
+                if meta.kind == FileKind::Directory && slot.over_whiteout {
+                    let fd = fsutil::open_dir_at(upper.work(), &tmp)?;
+                    upper.set_opaque(fd.as_fd())?;
+                }
+            }
+            upper.place(&tmp, slot.dir.as_fd(), name, slot.over_whiteout)
+        })();
+        if let Err(e) = result {
+            let _ = fsutil::remove_tree_at(upper.work(), &tmp);
+            return Err(e);
+        }
+        let ino = self
+            .child(t, parent, name)?
+            .ok_or_else(|| errno(libc::ENOENT))?;
+        let attr = self.attr(t, ino)?;
+        t.add_lookups(ino, 1);
+        Ok((ino, attr))
+    }
+
+    /// Creates a directory.
+    pub fn mkdir(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        caller: Caller,
+    ) -> io::Result<FileAttr> {
+        let mut t = self.lock();
+        let slot = self.new_slot(&mut t, parent, name)?;
+        let (_, attr) = self.finish_new(
+            &mut t,
+            parent,
+            name,
+            &slot,
+            Some((caller, mode)),
+            |u, tmp| fsutil::mkdir_at(u.work(), tmp, 0o700),
+        )?;
+        Ok(attr)
+    }
+
+    /// Creates a regular file, fifo, socket or device node.
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        rdev: u64,
+        caller: Caller,
+    ) -> io::Result<FileAttr> {
+        let kind = fsutil::kind_from_mode(mode);
+        if kind == FileKind::Directory || kind == FileKind::Symlink {
+            return Err(errno(libc::EINVAL));
+        }
+        let mut t = self.lock();
+        let slot = self.new_slot(&mut t, parent, name)?;
+        let format = self.upper()?.format();
+        if kind == FileKind::CharDevice
+            && rdev == 0
+            && matches!(format, WhiteoutFormat::Overlay { .. })
+        {
+            // A 0/0 character device is how the upper records deletions.
+            return Err(errno(libc::EPERM));
+        }
+        let (_, attr) = self.finish_new(
+            &mut t,
+            parent,
+            name,
+            &slot,
+            Some((caller, mode)),
+            |u, tmp| {
+                if kind == FileKind::Regular {
+                    fsutil::open_at(
+                        u.work(),
+                        tmp,
+                        libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                        0o600,
+                    )
+                    .map(drop)
+                } else {
+                    fsutil::mknod_at(u.work(), tmp, kind, 0o600, rdev)
+                }
+            },
+        )?;
+        Ok(attr)
+    }
+
+    /// Creates a symlink.
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        target: &OsStr,
+        caller: Caller,
+    ) -> io::Result<FileAttr> {
+        let mut t = self.lock();
+        let slot = self.new_slot(&mut t, parent, name)?;
+        let (_, attr) = self.finish_new(
+            &mut t,
+            parent,
+            name,
+            &slot,
+            Some((caller, 0o777)),
+            |u, tmp| fsutil::symlink_at(target, u.work(), tmp),
+        )?;
+        Ok(attr)
+    }
+
+    /// Creates a hard link `new_parent/new_name` to `ino`.
+    pub fn link(&self, ino: u64, new_parent: u64, new_name: &OsStr) -> io::Result<FileAttr> {
+        let mut t = self.lock();
+        if t.get(ino)?.kind == FileKind::Directory {
+            return Err(errno(libc::EPERM));
+        }
+        if t.get(ino)?.names.is_empty() {
+            return Err(errno(libc::ENOENT));
+        }
+        let slot = self.new_slot(&mut t, new_parent, new_name)?;
+        self.copy_up(&mut t, ino, None)?;
+        let (src_dir, src_name) = self.upper_location(&t, ino)?;
+        let (linked, attr) =
+            self.finish_new(&mut t, new_parent, new_name, &slot, None, |u, tmp| {
+                fsutil::link_at(src_dir.as_fd(), &src_name, u.work(), tmp)
+            })?;
+        debug_assert_eq!(linked, ino);
+        Ok(attr)
+    }
+
+    /// Creates and opens a regular file; returns its attributes and open handle.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+        caller: Caller,
+    ) -> io::Result<(FileAttr, u64, Arc<OpenFile>)> {
+        let mut t = self.lock();
+        let slot = self.new_slot(&mut t, parent, name)?;
+        let mut opened: Option<File> = None;
+        let (ino, attr) = self.finish_new(
+            &mut t,
+            parent,
+            name,
+            &slot,
+            Some((caller, mode)),
+            |u, tmp| {
+                let fd = fsutil::open_at(
+                    u.work(),
+                    tmp,
+                    libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
+                    0o600,
+                )?;
+                opened = Some(File::from(fd));
+                Ok(())
+            },
+        )?;
+        let file = opened.ok_or_else(|| errno(libc::EIO))?;
+        let open = OpenFile {
+            ino,
+            layer: 0,
+            content: Content::File(file),
+            writable: flags & libc::O_ACCMODE != libc::O_RDONLY,
+            mode: Mutex::new(IoMode::Pending),
+        };
+        t.get_mut(ino)?.opens += 1;
+        let fh = self.files.insert(open);
+        Ok((attr, fh, self.files.get(fh)?))
+    }
+}
+
+/// Where a new object goes in the upper.
+struct Slot {
+    dir: OwnedFd,
+    over_whiteout: bool,
+    parent_setgid: bool,
+    parent_gid: u32,
+}

@@ -1,0 +1,382 @@
+//! Mounting and unmounting: the [`drivers::Frontend`] implementation, serving
+//! in the foreground or from threads of the calling process, unmounting, and
+//! whether FUSE works on this host at all.
+
+use std::ffi::OsStr;
+use std::fs::OpenOptions;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use drivers::{DriverError, Frontend, FrontendKind, MountSpec, Result};
+use fuser::{Config, MountOption, Session, SessionACL};
+use nix::sys::signal::{SigSet, Signal};
+use tracing::{info, warn};
+
+use crate::daemon;
+use crate::fs::FuseFs;
+use crate::merged::Merged;
+use crate::options::FuseOptions;
+use crate::stats::{Counters, ServeStats};
+use crate::sys;
+
+/// The FUSE frontend: serves [`MountSpec::Stack`] mounts in userspace.
+#[derive(Debug, Clone, Default)]
+pub struct FuseFrontend {
+    options: FuseOptions,
+}
+
+impl FuseFrontend {
+    /// A frontend mounting with `options`.
+    pub fn new(options: FuseOptions) -> FuseFrontend {
+        FuseFrontend { options }
+    }
+
+    /// The options mounts are made with.
+    pub fn options(&self) -> &FuseOptions {
+        &self.options
+    }
+}
+
+impl Frontend for FuseFrontend {
+    fn kind(&self) -> FrontendKind {
+        FrontendKind::Fuse
+    }
+
+    /// Mounts a [`MountSpec::Stack`]. By default a daemon is forked (the caller
+    /// must be single-threaded) and the daemon's pid is returned once the mount
+    /// answers; with [`FuseOptions::foreground`] the stack is served in this
+    /// process until it is unmounted, and `None` is returned.
+    fn mount(&self, spec: MountSpec, target: &Path) -> Result<Option<u32>> {
+        let merged = build(spec, target)?;
+        if self.options.foreground {
+            serve(merged, target, &self.options, |_| {})?;
+            return Ok(None);
+        }
+        daemon::start(merged, target, &self.options).map(Some)
+    }
+
+    fn unmount(&self, target: &Path) -> Result<()> {
+        unmount(target)
+    }
+}
+
+fn mount_error(target: &Path, reason: impl std::fmt::Display) -> DriverError {
+    DriverError::Mount {
+        target: target.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Builds the merged view of a stack spec.
+pub(crate) fn build(spec: MountSpec, target: &Path) -> Result<Merged> {
+    let MountSpec::Stack {
+        lowers,
+        upper,
+        whiteouts,
+    } = spec
+    else {
+        return Err(DriverError::Unsupported(format!(
+            "the FUSE frontend serves layer stacks; {spec:?} is for the kernel frontend"
+        )));
+    };
+    if let Some((upper_dir, work_dir)) = &upper {
+        let canonical_target = target
+            .canonicalize()
+            .unwrap_or_else(|_| target.to_path_buf());
+        for dir in [upper_dir, work_dir] {
+            let dir = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+            if canonical_target.starts_with(&dir) {
+                return Err(mount_error(
+                    target,
+                    format!("the mountpoint lies inside {}", dir.display()),
+                ));
+            }
+        }
+    }
+    Merged::new(lowers, upper, whiteouts)
+        .map_err(|e| mount_error(target, format!("preparing the stack: {e}")))
+}
+
+/// The fuser configuration of a mount.
+fn config(options: &FuseOptions, writable: bool) -> Config {
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(options.fsname.clone()),
+        MountOption::Subtype("lamina".into()),
+        MountOption::DefaultPermissions,
+        MountOption::Dev,
+        MountOption::Suid,
+        if writable {
+            MountOption::RW
+        } else {
+            MountOption::RO
+        },
+    ];
+    config.acl = if options.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(options.threads.max(1));
+    config.clone_fd = true;
+    config
+}
+
+/// Mounts `merged` on `target` and returns the session, ready to run.
+fn mount_session(merged: Merged, target: &Path, options: &FuseOptions) -> Result<Session<FuseFs>> {
+    let writable = merged.writable();
+    let fs = FuseFs::new(Arc::new(merged), options.ttl(writable), options.passthrough);
+    sys::raise_nofile_limit();
+    Session::new(fs, target, &config(options, writable)).map_err(|e| mount_error(target, e))
+}
+
+/// The signals that end a served mount.
+fn stop_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGHUP);
+    set
+}
+
+/// Mounts `merged` on `target` and serves it in this process until it is
+/// unmounted or the process receives `SIGTERM`, `SIGINT` or `SIGHUP` (then it
+/// unmounts, lazily if busy). `mounted` is told whether the mount succeeded
+/// before serving starts.
+pub(crate) fn serve(
+    merged: Merged,
+    target: &Path,
+    options: &FuseOptions,
+    mounted: impl FnOnce(std::result::Result<(), String>),
+) -> Result<()> {
+    let session = match mount_session(merged, target, options) {
+        Ok(s) => s,
+        Err(e) => {
+            mounted(Err(e.to_string()));
+            return Err(e);
+        }
+    };
+    // Every serving thread inherits this mask; one watcher takes the signals.
+    let signals = stop_signals();
+    let old_mask = signals
+        .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
+        .map_err(|e| mount_error(target, format!("blocking signals: {e}")))?;
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let done = done.clone();
+        let watched = target.to_path_buf();
+        std::thread::Builder::new()
+            .name("lamina-fuse-signals".into())
+            .spawn(move || watch_signals(&watched, signals, &done))
+    };
+    let watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = old_mask.thread_set_mask();
+            return Err(mount_error(
+                target,
+                format!("starting the signal watcher: {e}"),
+            ));
+        }
+    };
+    info!(target = %target.display(), "serving");
+    mounted(Ok(()));
+    let result = session.run();
+    done.store(true, Ordering::Relaxed);
+    let _ = watcher.join();
+    let _ = old_mask.thread_set_mask();
+    info!(target = %target.display(), "unmounted");
+    result.map_err(|e| mount_error(target, format!("serving: {e}")))
+}
+
+/// Waits for a stop signal and unmounts `target` when one arrives.
+fn watch_signals(target: &Path, signals: SigSet, done: &AtomicBool) {
+    let raw = signals.as_ref();
+    let timeout = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 200_000_000,
+    };
+    while !done.load(Ordering::Relaxed) {
+        // SAFETY: valid signal set and timeout; no siginfo is requested.
+        let sig = unsafe { libc::sigtimedwait(raw, std::ptr::null_mut(), &timeout) };
+        if sig > 0 {
+            info!(signal = sig, target = %target.display(), "stopping: unmounting");
+            if let Err(e) = unmount(target) {
+                warn!(error = %e, "unmount failed; detaching the mount");
+                detach(target);
+            }
+        }
+    }
+}
+
+/// A stack served by threads of this process; unmounted when dropped.
+#[derive(Debug)]
+pub struct FuseMount {
+    target: PathBuf,
+    thread: Option<JoinHandle<Result<()>>>,
+    counters: Arc<Counters>,
+}
+
+/// Mounts a [`MountSpec::Stack`] on `target` and serves it from threads of the
+/// calling process until the returned [`FuseMount`] is unmounted or dropped.
+/// Returns once the mount answers.
+pub fn spawn_mount(spec: MountSpec, target: &Path, options: &FuseOptions) -> Result<FuseMount> {
+    let merged = build(spec, target)?;
+    let counters = merged.counters.clone();
+    let session = mount_session(merged, target, options)?;
+    let thread = std::thread::Builder::new()
+        .name("lamina-fuse".into())
+        .spawn(move || {
+            session
+                .run()
+                .map_err(|e| DriverError::Other(format!("serving FUSE: {e}")))
+        })
+        .map_err(|e| mount_error(target, e))?;
+    let mount = FuseMount {
+        target: target.to_path_buf(),
+        thread: Some(thread),
+        counters,
+    };
+    daemon::wait_answering(target, options.start_timeout, || {
+        mount.thread.as_ref().is_some_and(|t| t.is_finished())
+    })?;
+    Ok(mount)
+}
+
+impl FuseMount {
+    /// The mountpoint.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// What the server has done so far.
+    pub fn stats(&self) -> ServeStats {
+        self.counters.snapshot()
+    }
+
+    /// Unmounts and waits for the serving threads to finish. On failure (the
+    /// mount is busy) the mount is detached lazily when the value is dropped.
+    pub fn unmount(mut self) -> Result<()> {
+        unmount(&self.target)?;
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| DriverError::Other("the FUSE serving thread panicked".into()))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for FuseMount {
+    /// Unmounts, detaching lazily when the mount is busy; the serving threads
+    /// end once the kernel lets go of the mount.
+    fn drop(&mut self) {
+        if self.thread.take().is_none() {
+            return;
+        }
+        if let Err(e) = unmount(&self.target) {
+            warn!(error = %e, target = %self.target.display(), "unmount failed; detaching");
+            detach(&self.target);
+        }
+    }
+}
+
+/// Unmounts `target`; a dead mount (its daemon gone, `ENOTCONN`) is detached.
+/// As root this is `umount2`, otherwise `fusermount3 -u`.
+pub fn unmount(target: &Path) -> Result<()> {
+    if sys::is_root() {
+        return match nix::mount::umount2(target, nix::mount::MntFlags::empty()) {
+            Ok(()) => Ok(()),
+            Err(nix::errno::Errno::ENOTCONN) => {
+                nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH)
+                    .map_err(|e| mount_error(target, format!("detaching a dead mount: {e}")))
+            }
+            Err(nix::errno::Errno::EBUSY) => Err(mount_error(
+                target,
+                "target is busy (a process has files open or its working directory there)",
+            )),
+            Err(nix::errno::Errno::EINVAL) => Err(mount_error(target, "not a mount point")),
+            Err(e) => Err(mount_error(target, format!("unmount: {e}"))),
+        };
+    }
+    let run = |lazy: bool| -> io::Result<std::process::Output> {
+        let mut cmd = Command::new("fusermount3");
+        cmd.arg(if lazy { "-uz" } else { "-u" })
+            .arg("--")
+            .arg(target);
+        cmd.output()
+    };
+    let out = run(false).map_err(|e| mount_error(target, format!("running fusermount3: {e}")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let message = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if message.contains("not connected") {
+        let out =
+            run(true).map_err(|e| mount_error(target, format!("running fusermount3: {e}")))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        return Err(mount_error(
+            target,
+            String::from_utf8_lossy(&out.stderr).trim(),
+        ));
+    }
+    Err(mount_error(target, message))
+}
+
+/// Detaches `target` lazily: it disappears now and goes away for good once
+/// nobody uses it any more.
+fn detach(target: &Path) {
+    if sys::is_root() {
+        let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
+    } else {
+        let _ = Command::new("fusermount3")
+            .arg("-uz")
+            .arg("--")
+            .arg(target)
+            .output();
+    }
+}
+
+/// Whether this host can mount FUSE filesystems: `/dev/fuse` exists and opens,
+/// and, without root, `fusermount3` is on `PATH`. The error says what is missing.
+pub fn supported() -> std::result::Result<(), String> {
+    let dev = Path::new("/dev/fuse");
+    if !dev.exists() {
+        return Err("/dev/fuse does not exist (load the fuse module: modprobe fuse)".into());
+    }
+    if let Err(e) = OpenOptions::new().read(true).write(true).open(dev) {
+        return Err(format!("cannot open /dev/fuse: {e}"));
+    }
+    if !sys::is_root() && find_on_path(OsStr::new("fusermount3")).is_none() {
+        return Err("not running as root and fusermount3 is not on PATH (install fuse3)".into());
+    }
+    Ok(())
+}
+
+/// The first executable `name` in the directories of `PATH`.
+fn find_on_path(name: &OsStr) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    path.as_bytes()
+        .split(|b| *b == b':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(OsStr::from_bytes(d)).join(name))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .map(|m| {
+                    use std::os::unix::fs::PermissionsExt;
+                    m.is_file() && m.permissions().mode() & 0o111 != 0
+                })
+                .unwrap_or(false)
+        })
+}
+
+/// How long to sleep between checks while waiting for a mount.
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(20);
