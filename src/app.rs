@@ -40,13 +40,16 @@ impl Drop for DriverLock {
 }
 
 impl App {
-    /// Opens the store at `root` (or the default root) and cleans stale mounts.
-    pub fn open(root: Option<PathBuf>) -> Result<App> {
+    /// Opens the store at `root` (or the default root); with `prune`, forgets
+    /// mounts that vanished and detaches dead ones first.
+    pub fn open(root: Option<PathBuf>, prune: bool) -> Result<App> {
         let root = root.unwrap_or_else(layer_store::default_root);
         let store = Store::open(&root)
             .with_context(|| format!("opening the store at {}", root.display()))?;
         let mounts = MountTable::new(store.root());
-        mounts.prune().context("checking recorded mounts")?;
+        if prune {
+            mounts.prune().context("checking recorded mounts")?;
+        }
         Ok(App { store, mounts })
     }
 

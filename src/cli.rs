@@ -156,6 +156,40 @@ pub enum Command {
         #[arg(long, value_name = "NAME:TAG", default_value = "lamina-sample:latest")]
         name: String,
     },
+    /// Run the same workloads on every driver × frontend and the peers, head to head.
+    Bench {
+        /// Drivers (and peers by id) to measure, comma-separated; default all available.
+        #[arg(long, value_delimiter = ',')]
+        drivers: Vec<String>,
+        /// Frontends to measure (kernel, fuse), comma-separated; default both.
+        #[arg(long, value_delimiter = ',')]
+        frontends: Vec<String>,
+        /// Workloads to run, comma-separated; default all.
+        #[arg(long, value_delimiter = ',')]
+        workloads: Vec<String>,
+        /// Smaller data sets and fewer repetitions.
+        #[arg(long)]
+        quick: bool,
+        /// Samples per workload and target.
+        #[arg(long)]
+        repetitions: Option<usize>,
+        /// Where the run's scratch store lives (its filesystem is what is measured).
+        #[arg(long, value_name = "DIR")]
+        scratch: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// Also write an HTML report with charts (and report.json) into DIR.
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
+    },
+    /// Mount plain overlay-format directories like fuse-overlayfs (`-o lowerdir=A:B,upperdir=U,workdir=W MOUNTPOINT`).
+    #[command(name = "fuse-overlay", disable_help_flag = true)]
+    FuseOverlay {
+        /// fuse-overlayfs's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Per layer: digest, size, files added/changed/whited out, created_by.
     History {
         /// Image name, id or id prefix.

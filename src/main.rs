@@ -13,7 +13,18 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = lamina::cli::Cli::parse();
+    // Invoked as `lamina-fuse-overlay` (a link to lamina): fuse-overlayfs's command line.
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let program = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
+    if lamina::fuse_overlay::PROGRAM_NAMES.contains(&program.as_str()) {
+        argv.splice(0..1, ["lamina".into(), "fuse-overlay".into()]);
+    }
+    let cli = lamina::cli::Cli::parse_from(argv);
     if let Err(e) = lamina::commands::run(cli) {
         let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
         eprintln!("lamina: {}", chain.join(": "));

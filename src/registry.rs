@@ -21,7 +21,9 @@ pub fn open_driver(name: &str, root: &Path) -> Result<Box<dyn Driver>> {
         "overlay2" => Ok(Box::new(Overlay2Driver::new(root)?)),
         "squashfs" => Ok(Box::new(SquashfsDriver::new(root)?)),
         "aufs" => {
-            bail!("driver {name} is not part of this build yet (available: overlay2, vfs, squashfs)")
+            bail!(
+                "driver {name} is not part of this build yet (available: overlay2, vfs, squashfs)"
+            )
         }
         other => bail!(
             "unknown driver {other:?} (known: {})",
@@ -58,7 +60,8 @@ pub fn open_frontend(kind: FrontendKind, options: &FrontendOptions) -> Result<Bo
 
 /// The frontend that undoes a mount of the given kind (for `MountTable::put`).
 pub fn frontend_for_unmount(kind: FrontendKind) -> drivers::Result<Box<dyn Frontend>> {
-    open_frontend(kind, &FrontendOptions::default()).map_err(|e| drivers::DriverError::Other(e.to_string()))
+    open_frontend(kind, &FrontendOptions::default())
+        .map_err(|e| drivers::DriverError::Other(e.to_string()))
 }
 
 /// One row of `lamina drivers`.

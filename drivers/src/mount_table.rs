@@ -308,7 +308,7 @@ impl MountTable {
         target: &Path,
         frontend_of: &dyn Fn(FrontendKind) -> Result<Box<dyn Frontend>>,
     ) -> Result<MountRecord> {
-        let canonical = std::fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
+        let canonical = canonical_mountpoint(target);
         let _g = self.lock()?;
         let mut records = self.load()?;
         let Some(pos) = records.iter().position(|r| r.mountpoint == canonical) else {
@@ -366,9 +366,26 @@ fn release_unused_layer_mounts(gone: &[MountRecord], remaining: &[MountRecord]) 
     Ok(())
 }
 
+/// The canonical path of a mountpoint, found through its parent directory so that
+/// a dead mount (which cannot be stat-ed) resolves too.
+fn canonical_mountpoint(target: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(target) {
+        return p;
+    }
+    match (target.parent(), target.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+            std::fs::canonicalize(parent)
+                .map(|p| p.join(name))
+                .unwrap_or_else(|_| target.to_path_buf())
+        }
+        _ => target.to_path_buf(),
+    }
+}
+
 /// Whether a mountpoint answers `ENOTCONN` (a FUSE daemon that died).
 fn is_dead(path: &Path) -> bool {
-    matches!(std::fs::metadata(path), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN))
+    matches!(std::fs::metadata(path), Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)))
 }
 
 /// The mount table of this process's namespace (`/proc/self/mountinfo`).

@@ -1,6 +1,8 @@
 //! One module per group of subcommands; [`run`] dispatches.
 
+mod bench;
 mod container;
+mod fuse_overlay;
 pub(crate) mod image;
 mod inspect_layers;
 mod mount;
@@ -13,8 +15,36 @@ use crate::cli::{Cli, Command};
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
-    let app = App::open(cli.root)?;
-    match cli.command {
+    // Commands that work without a store.
+    let command = match cli.command {
+        Command::Bench {
+            drivers,
+            frontends,
+            workloads,
+            quick,
+            repetitions,
+            scratch,
+            format,
+            report,
+        } => {
+            return bench::bench(&bench::BenchArgs {
+                drivers,
+                frontends,
+                workloads,
+                quick,
+                repetitions,
+                scratch,
+                format,
+                report,
+            })
+        }
+        Command::FuseOverlay { args } => return fuse_overlay::run(&args),
+        other => other,
+    };
+    // `umount` handles dead mounts itself (it must find their records).
+    let prune = !matches!(command, Command::Umount { .. });
+    let app = App::open(cli.root, prune)?;
+    match command {
         Command::Import { path, name } => image::import(&app, &path, name.as_deref()),
         Command::Images { format } => image::images(&app, format),
         Command::Inspect { image } => image::inspect(&app, &image),
@@ -61,5 +91,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Save { image, output } => image::save(&app, &image, &output),
         Command::Sample { name } => image::sample(&app, &name),
         Command::History { image, format } => inspect_layers::history(&app, &image, format),
+        Command::Bench { .. } | Command::FuseOverlay { .. } => unreachable!("handled above"),
     }
 }

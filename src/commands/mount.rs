@@ -72,7 +72,8 @@ fn mount_target(app: &App, args: &MountArgs<'_>) -> Result<Option<MountRecord>> 
             Target::Image(i) => i.clone(),
             Target::Container(_) => bail!("--layer N takes an image, not a container"),
         };
-        return inspect_layers::mount_layer_view(app, &image, n, args.target, args.mountpoint).map(Some);
+        return inspect_layers::mount_layer_view(app, &image, n, args.target, args.mountpoint)
+            .map(Some);
     }
     match target {
         Target::Image(image) => {
