@@ -3,7 +3,7 @@
 # squashfs tools and library, runc, a static busybox for the sample image, and
 # cargo-nextest for the test suite. Safe to run again.
 set -euo pipefail
-packages=(fuse3 libsquashfs-dev libclang-dev pkg-config squashfs-tools squashfs-tools-ng runc busybox-static attr btrfs-progs e2fsprogs)
+packages=(fuse3 libsquashfs-dev libclang-dev pkg-config squashfs-tools squashfs-tools-ng runc busybox-static attr btrfs-progs e2fsprogs podman fuse-overlayfs squashfuse)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -427,7 +427,7 @@ fn a_mountpoint_in_use_is_refused_and_stale_records_are_cleaned() {
     // Someone unmounts behind Lamina's back (or the machine crashed): the next
     // command forgets the record, and the image can be mounted again.
     nix::mount::umount2(&m, nix::mount::MntFlags::empty()).unwrap();
-    std::mem::forget(g);
+    let _still_guarded = g;
     let table: serde_json::Value =
         serde_json::from_slice(&std::fs::read(l.root.join("mounts.json")).unwrap()).unwrap();
     assert_eq!(

@@ -112,7 +112,7 @@ fn sigterm_unmounts_and_a_killed_daemon_is_cleared() {
     let m = l.mountpoint("m");
     let g = l.mount(&["--frontend", "fuse", "img:1"], &m);
     let pid = recorded_pid(&l);
-    std::mem::forget(g);
+    let _still_guarded = g;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -131,7 +131,7 @@ fn sigterm_unmounts_and_a_killed_daemon_is_cleared() {
 
     let g = l.mount(&["--frontend", "fuse", "img:1"], &m);
     let pid = recorded_pid(&l);
-    std::mem::forget(g);
+    let _still_guarded = g;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGKILL,
