@@ -177,8 +177,8 @@ fn check_diff(before: &Tree, after: &Tree, diff: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn roundtrip(driver: &str) {
-    let test = format!("roundtrip {driver}");
+fn roundtrip(driver: &str, frontend: &str) {
+    let test = format!("roundtrip {driver} × {frontend}");
     if !require_privileged(&test) {
         return;
     }
@@ -204,7 +204,7 @@ fn roundtrip(driver: &str) {
         let img = format!("committed:{case}");
         l.ok(["create", "--driver", driver, "base:1", &c1]);
         let (before, after) = {
-            let g = l.mount(&[&c1], &m);
+            let g = l.mount(&["--frontend", frontend, &c1], &m);
             let before = scan_tree(&m).unwrap();
             for op in &ops {
                 run(&m, op);
@@ -217,7 +217,7 @@ fn roundtrip(driver: &str) {
         prop_assert!(check_diff(&before, &after, &diff).is_ok(), "{}: {}\ndiff:\n{diff}", test, check_diff(&before, &after, &diff).unwrap_err());
         l.ok(["commit", &c1, &img]);
         l.ok(["create", "--driver", driver, &img, &c2]);
-        let g = l.mount(&[&c2], &m);
+        let g = l.mount(&["--frontend", frontend, &c2], &m);
         let committed = scan_tree(&m).unwrap();
         g.unmount();
         let diffs = compare_trees(&after, &committed, CompareOptions::ignoring_dir_mtimes());
@@ -227,17 +227,22 @@ fn roundtrip(driver: &str) {
     });
 }
 
-#[test]
-fn roundtrip_vfs() {
-    roundtrip("vfs");
+macro_rules! rows {
+    ($($name:ident: $driver:literal, $frontend:literal;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                roundtrip($driver, $frontend);
+            }
+        )*
+    };
 }
 
-#[test]
-fn roundtrip_overlay2() {
-    roundtrip("overlay2");
-}
-
-#[test]
-fn roundtrip_squashfs() {
-    roundtrip("squashfs");
+rows! {
+    roundtrip_vfs_kernel: "vfs", "kernel";
+    roundtrip_vfs_fuse: "vfs", "fuse";
+    roundtrip_overlay2_kernel: "overlay2", "kernel";
+    roundtrip_overlay2_fuse: "overlay2", "fuse";
+    roundtrip_squashfs_kernel: "squashfs", "kernel";
+    roundtrip_squashfs_fuse: "squashfs", "fuse";
 }

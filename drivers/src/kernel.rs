@@ -156,9 +156,27 @@ pub fn bind_mount(source: &Path, target: &Path, read_only: bool) -> Result<()> {
     Ok(())
 }
 
+/// How long an unmount retries while the target is busy. A mount is briefly
+/// busy after its last user let go: a file's final release can still be in
+/// flight, or a process forked at that moment holds a descriptor until it execs.
+const BUSY_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `umount2(target, 0)`, retried while it fails with `EBUSY` for up to [`BUSY_RETRY`].
+pub fn umount_retrying_busy(target: &Path) -> nix::Result<()> {
+    let deadline = std::time::Instant::now() + BUSY_RETRY;
+    loop {
+        match umount2(target, MntFlags::empty()) {
+            Err(nix::errno::Errno::EBUSY) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Unmounts `target`; a dead FUSE mount (ENOTCONN) is detached lazily.
 pub fn unmount(target: &Path) -> Result<()> {
-    match umount2(target, MntFlags::empty()) {
+    match umount_retrying_busy(target) {
         Ok(()) => Ok(()),
         Err(nix::errno::Errno::ENOTCONN) => {
             umount2(target, MntFlags::MNT_DETACH).map_err(|e| mount_err(target, "lazy unmount", e))

@@ -291,7 +291,7 @@ impl Drop for FuseMount {
 /// As root this is `umount2`, otherwise `fusermount3 -u`.
 pub fn unmount(target: &Path) -> Result<()> {
     if sys::is_root() {
-        return match nix::mount::umount2(target, nix::mount::MntFlags::empty()) {
+        return match drivers::kernel::umount_retrying_busy(target) {
             Ok(()) => Ok(()),
             Err(nix::errno::Errno::ENOTCONN) => {
                 nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH)
