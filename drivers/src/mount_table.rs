@@ -374,7 +374,11 @@ fn canonical_mountpoint(target: &Path) -> PathBuf {
     }
     match (target.parent(), target.file_name()) {
         (Some(parent), Some(name)) => {
-            let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
             std::fs::canonicalize(parent)
                 .map(|p| p.join(name))
                 .unwrap_or_else(|_| target.to_path_buf())

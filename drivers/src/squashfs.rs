@@ -20,8 +20,9 @@
 //!
 //! Settings come from the environment: [`COMPRESSOR_ENV`] (`zstd` by default,
 //! also `gzip`, `xz`, `lz4`, each optionally `:level`), [`BLOCK_SIZE_ENV`]
-//! (128K by default) and [`CACHE_MB_ENV`] (the in-process reader's cache per
-//! image, 64 MiB by default). Data blocks are compressed on all cores.
+//! (128K by default) and [`CACHE_MB_ENV`] (the in-process reader's cache of
+//! decompressed blocks and metadata, shared by every image the driver opens,
+//! 64 MiB by default). Data blocks are compressed on all cores.
 //!
 //! Integrity: an image's size and SHA-256 are recorded when it is written and
 //! checked before the image is first mounted or read by a process (a mounted
@@ -51,7 +52,7 @@ pub use options::{
     Compressor, SquashfsOptions, BLOCK_SIZE_ENV, CACHE_MB_ENV, COMPRESSOR_ENV, DEFAULT_BLOCK_SIZE,
     DEFAULT_CACHE_MB, DEFAULT_ZSTD_LEVEL,
 };
-pub use reader::{CacheStats, SquashfsLayer};
+pub use reader::{CacheStats, ReaderCache, SquashfsLayer};
 pub use writer::{write_image, ImageSettings, ImageStats};
 
 use std::collections::HashSet;
@@ -114,6 +115,7 @@ pub struct SquashfsDriver {
     options: SquashfsOptions,
     userxattr: bool,
     verified: Mutex<HashSet<VerifiedKey>>,
+    cache: Arc<ReaderCache>,
 }
 
 impl SquashfsDriver {
@@ -138,6 +140,7 @@ impl SquashfsDriver {
         let userxattr = unsafe { libc::geteuid() } != 0;
         Ok(SquashfsDriver {
             home,
+            cache: Arc::new(ReaderCache::new(options.cache_bytes)),
             options,
             userxattr,
             verified: Mutex::new(HashSet::new()),
@@ -330,7 +333,7 @@ impl SquashfsDriver {
     /// Opens the in-process reader of image layer `id` (verified first).
     pub fn open_layer(&self, id: &LayerId) -> Result<SquashfsLayer> {
         self.verify_image(id)?;
-        SquashfsLayer::open(&self.image_path(id), id, self.options.cache_bytes)
+        SquashfsLayer::open_with_cache(&self.image_path(id), id, self.cache.clone())
     }
 
     /// Writes the image of layer `id` from `tar` and records it.
@@ -417,7 +420,7 @@ impl SquashfsDriver {
             let layer = if groups > 0 {
                 self.open_layer(&lid)?
             } else {
-                SquashfsLayer::open(&self.image_path(&lid), &lid, self.options.cache_bytes)?
+                SquashfsLayer::open_with_cache(&self.image_path(&lid), &lid, self.cache.clone())?
             };
             let groups = if groups > 0 {
                 layer
@@ -659,7 +662,7 @@ impl Driver for SquashfsDriver {
                 ("Block Size".into(), self.options.block_size.to_string()),
                 (
                     "Reader Cache".into(),
-                    format!("{} MiB per image", self.options.cache_bytes >> 20),
+                    format!("{} MiB", self.options.cache_bytes >> 20),
                 ),
                 ("Container mount options".into(), RW_OPTIONS.join(",")),
                 (

@@ -10,7 +10,7 @@ pub const COMPRESSOR_ENV: &str = "LAMINA_SQUASHFS_COMPRESSOR";
 /// or with a `K`/`M` suffix: a power of two from 4K to 1M.
 pub const BLOCK_SIZE_ENV: &str = "LAMINA_SQUASHFS_BLOCK_SIZE";
 /// Environment variable sizing the in-process reader's cache of decompressed
-/// blocks and metadata, in MiB (0 disables it).
+/// blocks and metadata (shared by all images a driver opens), in MiB (0 disables it).
 pub const CACHE_MB_ENV: &str = "LAMINA_SQUASHFS_CACHE_MB";
 
 /// Default block size (squashfs' own default).
@@ -110,7 +110,8 @@ pub struct SquashfsOptions {
     pub level: Option<u32>,
     /// Data block size of new images.
     pub block_size: u32,
-    /// Bytes of decompressed blocks and metadata the in-process reader caches per image.
+    /// Bytes of decompressed blocks and metadata the in-process reader caches
+    /// (for all images a driver opens together).
     pub cache_bytes: usize,
 }
 

@@ -3,7 +3,9 @@
 //!
 //! Decompressed metadata blocks, parsed inodes and directory listings, and
 //! decompressed data and fragment blocks are kept in byte-bounded LRU caches
-//! (`LAMINA_SQUASHFS_CACHE_MB`, a quarter for metadata, the rest for data).
+//! ([`ReaderCache`]: `LAMINA_SQUASHFS_CACHE_MB`, a quarter for metadata, the
+//! rest for data), shared by every image a driver opens, so a stack of many
+//! layers stays within one budget.
 //! The image is read with `pread`, decompressors come from a pool, and no lock
 //! is held while reading or decompressing, so reads proceed in parallel. Every
 //! length and offset read from the image is checked: a damaged image gives an
@@ -44,7 +46,8 @@ pub enum ImageError {
 
 type Res<T> = Result<T, ImageError>;
 
-/// What the reader's caches did, for tests and benchmarks.
+/// What the reader's caches did (over every image sharing them) and how much
+/// this image decompressed, for tests and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {
     /// Decompressed data and fragment blocks.
@@ -69,15 +72,51 @@ struct MetaBlock {
     next: u64,
 }
 
+/// Caches of decompressed and parsed image content, keyed by image and position.
+pub struct ReaderCache {
+    metadata: WeightedLru<(u64, u64), Arc<MetaBlock>>,
+    inodes: WeightedLru<(u64, u64), Arc<Inode>>,
+    dirs: WeightedLru<(u64, u64), Arc<Vec<RawDirEntry>>>,
+    data: WeightedLru<(u64, u64), Arc<[u8]>>,
+}
+
+impl ReaderCache {
+    /// Caches holding at most `bytes` in all: a quarter for metadata blocks,
+    /// inodes and listings, the rest for data and fragment blocks.
+    pub fn new(bytes: usize) -> ReaderCache {
+        let meta = bytes / 4;
+        ReaderCache {
+            metadata: WeightedLru::new(meta / 2),
+            inodes: WeightedLru::new(meta / 4),
+            dirs: WeightedLru::new(meta / 4),
+            data: WeightedLru::new(bytes - meta),
+        }
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.data.used() + self.metadata.used() + self.inodes.used() + self.dirs.used()
+    }
+}
+
+impl std::fmt::Debug for ReaderCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReaderCache")
+            .field("used", &self.used())
+            .finish()
+    }
+}
+
+/// Distinguishes the images sharing a [`ReaderCache`].
+static NEXT_IMAGE: AtomicU64 = AtomicU64::new(1);
+
 /// One open image: the file, its super block and id table, the caches.
 struct Image {
     file: File,
     sb: SuperBlock,
     ids: Vec<u32>,
-    metadata: WeightedLru<u64, Arc<MetaBlock>>,
-    inodes: WeightedLru<u64, Arc<Inode>>,
-    dirs: WeightedLru<u64, Arc<Vec<RawDirEntry>>>,
-    data: WeightedLru<u64, Arc<[u8]>>,
+    serial: u64,
+    cache: Arc<ReaderCache>,
     decompressors: Pool<Decompressor>,
     decompressions: AtomicU64,
 }
@@ -112,7 +151,7 @@ impl Fields for MetaStream<'_> {
 }
 
 impl Image {
-    fn open(path: &Path, cache_bytes: usize) -> Res<Image> {
+    fn open(path: &Path, cache: Arc<ReaderCache>) -> Res<Image> {
         let file = File::open(path)?;
         let len = file.metadata()?.len();
         let mut raw = [0u8; SUPER_BLOCK_SIZE];
@@ -121,15 +160,12 @@ impl Image {
         }
         file.read_exact_at(&mut raw, 0)?;
         let sb = SuperBlock::parse(&raw, len)?;
-        let meta_bytes = cache_bytes / 4;
         let mut image = Image {
             file,
             sb,
             ids: Vec::new(),
-            metadata: WeightedLru::new(meta_bytes / 2),
-            inodes: WeightedLru::new(meta_bytes / 4),
-            dirs: WeightedLru::new(meta_bytes / 4),
-            data: WeightedLru::new(cache_bytes - meta_bytes),
+            serial: NEXT_IMAGE.fetch_add(1, Ordering::Relaxed),
+            cache,
             decompressors: Pool::new(),
             decompressions: AtomicU64::new(0),
         };
@@ -181,7 +217,7 @@ impl Image {
     }
 
     fn meta_block(&self, pos: u64) -> Res<Arc<MetaBlock>> {
-        if let Some(block) = self.metadata.get(&pos) {
+        if let Some(block) = self.cache.metadata.get(&(self.serial, pos)) {
             return Ok(block);
         }
         let mut header = [0u8; 2];
@@ -205,8 +241,9 @@ impl Image {
             data,
             next: pos + 2 + size as u64,
         });
-        self.metadata
-            .insert(pos, block.clone(), block.data.len() + 64);
+        self.cache
+            .metadata
+            .insert((self.serial, pos), block.clone(), block.data.len() + 64);
         Ok(block)
     }
 
@@ -246,7 +283,7 @@ impl Image {
     }
 
     fn inode(&self, reference: u64) -> Res<Arc<Inode>> {
-        if let Some(inode) = self.inodes.get(&reference) {
+        if let Some(inode) = self.cache.inodes.get(&(self.serial, reference)) {
             return Ok(inode);
         }
         let (block, offset) = split_ref(reference);
@@ -263,7 +300,9 @@ impl Image {
                 InodeData::Symlink(t) => t.len(),
                 _ => 0,
             };
-        self.inodes.insert(reference, inode.clone(), weight);
+        self.cache
+            .inodes
+            .insert((self.serial, reference), inode.clone(), weight);
         Ok(inode)
     }
 
@@ -276,7 +315,7 @@ impl Image {
         else {
             return Err(corrupt("listing a non-directory").into());
         };
-        if let Some(listing) = self.dirs.get(&reference) {
+        if let Some(listing) = self.cache.dirs.get(&(self.serial, reference)) {
             return Ok(listing);
         }
         let pos = self.sb.directory_table + u64::from(start_block);
@@ -289,7 +328,9 @@ impl Image {
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         let weight = 64 + entries.iter().map(|e| 48 + e.name.len()).sum::<usize>();
         let entries = Arc::new(entries);
-        self.dirs.insert(reference, entries.clone(), weight);
+        self.cache
+            .dirs
+            .insert((self.serial, reference), entries.clone(), weight);
         Ok(entries)
     }
 
@@ -302,7 +343,7 @@ impl Image {
 
     /// A data or fragment block at `pos` with stored size `stored` (flags included).
     fn block(&self, pos: u64, stored: u32) -> Res<Arc<[u8]>> {
-        if let Some(block) = self.data.get(&pos) {
+        if let Some(block) = self.cache.data.get(&(self.serial, pos)) {
             return Ok(block);
         }
         let size = (stored & 0x00FF_FFFF) as usize;
@@ -319,7 +360,9 @@ impl Image {
         } else {
             self.decompress(&raw, self.sb.block_size as usize)?.into()
         };
-        self.data.insert(pos, data.clone(), data.len() + 64);
+        self.cache
+            .data
+            .insert((self.serial, pos), data.clone(), data.len() + 64);
         Ok(data)
     }
 
@@ -512,17 +555,15 @@ impl Image {
     }
 
     fn stats(&self) -> CacheStats {
+        let c = &self.cache;
         CacheStats {
-            data: self.data.counts(),
-            metadata: self.metadata.counts(),
-            inodes: self.inodes.counts(),
-            directories: self.dirs.counts(),
+            data: c.data.counts(),
+            metadata: c.metadata.counts(),
+            inodes: c.inodes.counts(),
+            directories: c.dirs.counts(),
             decompressions: self.decompressions.load(Ordering::Relaxed),
             decompressors: self.decompressors.created(),
-            cached_bytes: self.data.used()
-                + self.metadata.used()
-                + self.inodes.used()
-                + self.dirs.used(),
+            cached_bytes: c.used(),
         }
     }
 }
@@ -549,11 +590,21 @@ fn errno(code: i32) -> io::Error {
 }
 
 impl SquashfsLayer {
-    /// Opens the image of layer `id` at `path` with a cache of `cache_bytes`.
-    /// The super block, the id table and the root inode are checked; a damaged
-    /// image is [`DriverError::CorruptLayer`].
+    /// Opens the image of layer `id` at `path` with a cache of its own of
+    /// `cache_bytes`. The super block, the id table and the root inode are
+    /// checked; a damaged image is [`DriverError::CorruptLayer`].
     pub fn open(path: &Path, id: &str, cache_bytes: usize) -> Result<SquashfsLayer, DriverError> {
-        match Image::open(path, cache_bytes) {
+        Self::open_with_cache(path, id, Arc::new(ReaderCache::new(cache_bytes)))
+    }
+
+    /// Opens the image of layer `id` at `path`, caching into `cache` (shared
+    /// with other images).
+    pub fn open_with_cache(
+        path: &Path,
+        id: &str,
+        cache: Arc<ReaderCache>,
+    ) -> Result<SquashfsLayer, DriverError> {
+        match Image::open(path, cache) {
             Ok(image) => Ok(SquashfsLayer {
                 id: id.to_string(),
                 path: path.to_path_buf(),

@@ -11,7 +11,7 @@
 //! at the root) and created when missing. Only metadata is kept: regular files
 //! are stored by the writer as they stream past and are referred to by a slot.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use crate::layer::{OCI_OPAQUE, OCI_WHITEOUT_PREFIX};
 
@@ -93,9 +93,6 @@ pub(crate) struct Node {
     pub attrs: Attrs,
     /// Directory entries naming it (its hard-link count; 0 once removed).
     pub links: u32,
-    /// Created by an entry of the tar, or an ancestor of such an entry
-    /// (a whiteout never removes those: it only hides lower layers).
-    pub created: bool,
 }
 
 /// A tar entry, reduced to what the tree needs.
@@ -167,6 +164,11 @@ pub(crate) struct LayerTree {
     nodes: Vec<Node>,
     /// Time given to directories and whiteouts the tar does not describe.
     implied_mtime: u32,
+    /// Paths (as the tar spells them) of the entries this tar created: a
+    /// whiteout never removes those, it only hides lower layers.
+    created: HashSet<Vec<Vec<u8>>>,
+    /// Ancestors of those paths.
+    created_ancestors: HashSet<Vec<Vec<u8>>>,
 }
 
 /// A component still to resolve, and whether it comes from a symlink's target.
@@ -186,9 +188,10 @@ impl LayerTree {
                 },
                 attrs: Attrs::implied_dir(implied_mtime),
                 links: 1,
-                created: false,
             }],
             implied_mtime,
+            created: HashSet::new(),
+            created_ancestors: HashSet::new(),
         }
     }
 
@@ -224,37 +227,30 @@ impl LayerTree {
             return Ok(self.apply_whiteout(parent, name, &spec)?);
         }
         check_name(name, &spec.display)?;
-        let chain = self.ensure_dir(parent)?;
-        let dir = *chain.last().expect("a chain holds the root");
+        let dir = *self
+            .ensure_dir(parent)?
+            .last()
+            .expect("a chain holds the root");
         let existing = self.child(dir, name);
-        let id = match &spec.kind {
+        let new_kind = match &spec.kind {
             SpecKind::Directory => match existing {
                 Some(old) if matches!(self.nodes[old].kind, NodeKind::Dir { .. }) => {
                     // The tar describes the directory completely, except whether it is opaque.
                     self.nodes[old].attrs = spec.attrs.clone();
-                    old
+                    None
                 }
                 _ => {
+                    // A whiteout there hid a lower directory: the new one keeps hiding it.
                     let replaces_whiteout =
                         existing.is_some_and(|e| self.nodes[e].kind == NodeKind::Whiteout);
-                    // A whiteout there hid a lower directory: the new one keeps hiding it.
-                    let kind = NodeKind::Dir {
+                    Some(NodeKind::Dir {
                         children: BTreeMap::new(),
                         opaque: replaces_whiteout,
-                    };
-                    self.replace(dir, name, kind, spec.attrs.clone())
+                    })
                 }
             },
-            SpecKind::Regular => {
-                let slot = content()?;
-                self.replace(dir, name, NodeKind::File { slot }, spec.attrs.clone())
-            }
-            SpecKind::Symlink(target) => self.replace(
-                dir,
-                name,
-                NodeKind::Symlink(target.clone()),
-                spec.attrs.clone(),
-            ),
+            SpecKind::Regular => Some(NodeKind::File { slot: content()? }),
+            SpecKind::Symlink(target) => Some(NodeKind::Symlink(target.clone())),
             SpecKind::Device {
                 block: false,
                 major: 0,
@@ -269,17 +265,12 @@ impl LayerTree {
                 block,
                 major,
                 minor,
-            } => self.replace(
-                dir,
-                name,
-                NodeKind::Device {
-                    block: *block,
-                    major: *major,
-                    minor: *minor,
-                },
-                spec.attrs.clone(),
-            ),
-            SpecKind::Fifo => self.replace(dir, name, NodeKind::Fifo, spec.attrs.clone()),
+            } => Some(NodeKind::Device {
+                block: *block,
+                major: *major,
+                minor: *minor,
+            }),
+            SpecKind::Fifo => Some(NodeKind::Fifo),
             SpecKind::Hardlink(target) => {
                 if *target == spec.components {
                     return Ok(Applied::Skipped);
@@ -291,13 +282,13 @@ impl LayerTree {
                     }
                     self.insert(dir, name, node);
                 }
-                node
+                None
             }
         };
-        self.nodes[id].created = true;
-        for &ancestor in &chain {
-            self.nodes[ancestor].created = true;
+        if let Some(kind) = new_kind {
+            self.replace(dir, name, kind, spec.attrs.clone());
         }
+        self.mark_created(&spec.components);
         Ok(Applied::Stored)
     }
 
@@ -337,11 +328,11 @@ impl LayerTree {
         check_name(target, &spec.display)?;
         let chain = self.ensure_dir(parent)?;
         let dir = *chain.last().expect("a chain holds the root");
-        if let Some(existing) = self.child(dir, target) {
-            if self.nodes[existing].created {
-                // The entry comes from this very layer: a whiteout hides lower layers only.
-                return Ok(Applied::Stored);
-            }
+        let mut target_path = parent.to_vec();
+        target_path.push(target.to_vec());
+        if self.child(dir, target).is_some() && self.touches_created(&target_path) {
+            // The entry comes from this very layer: a whiteout hides lower layers only.
+            return Ok(Applied::Stored);
         }
         let attrs = Attrs {
             mode: 0,
@@ -491,10 +482,24 @@ impl LayerTree {
             kind,
             attrs,
             links: 0,
-            created: false,
         });
         self.insert(dir, name, id);
         id
+    }
+
+    /// Records that the tar created `path` (lexically, as the applier does).
+    fn mark_created(&mut self, path: &[Vec<u8>]) {
+        for depth in (0..path.len()).rev() {
+            if !self.created_ancestors.insert(path[..depth].to_vec()) {
+                break;
+            }
+        }
+        self.created.insert(path.to_vec());
+    }
+
+    /// Whether the tar created `path` or something below it.
+    fn touches_created(&self, path: &[Vec<u8>]) -> bool {
+        self.created.contains(path) || self.created_ancestors.contains(path)
     }
 
     fn insert(&mut self, dir: NodeId, name: &[u8], node: NodeId) {

@@ -781,11 +781,9 @@ impl<'p> ImageWriter<'p> {
                 NodeKind::Symlink(target) => {
                     let size = u32::try_from(target.len())
                         .map_err(|_| DriverError::BadLayer("symlink target too long".into()))?;
-                    std::ptr::copy_nonoverlapping(
-                        target.as_ptr(),
-                        (*p).extra.as_mut_ptr().cast::<u8>(),
-                        target.len(),
-                    );
+                    // The payload follows the structure inside the same allocation.
+                    let payload_ptr = p.cast::<u8>().add(std::mem::size_of::<InodeGeneric>());
+                    std::ptr::copy_nonoverlapping(target.as_ptr(), payload_ptr, target.len());
                     (*p).payload_bytes_available = size;
                     (*p).payload_bytes_used = size;
                     if ext {
