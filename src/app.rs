@@ -89,7 +89,8 @@ impl App {
         let frontend = match frontend {
             Some(f) => f.parse::<FrontendKind>().map_err(anyhow::Error::msg)?,
             None if driver.supports(default_frontend).is_ok() => default_frontend,
-            None => FrontendKind::Kernel,
+            None if driver.supports(FrontendKind::Kernel).is_ok() => FrontendKind::Kernel,
+            None => FrontendKind::Fuse,
         };
         if let Err(why) = driver.supports(frontend) {
             bail!(

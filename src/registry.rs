@@ -3,13 +3,16 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
+use drivers::aufs::AufsDriver;
 use drivers::kernel::KernelFrontend;
+use drivers::mount::StackViewer;
 use drivers::overlay2::Overlay2Driver;
 use drivers::squashfs::SquashfsDriver;
 use drivers::vfs::VfsDriver;
 use drivers::{Driver, Frontend, FrontendKind};
 use fuse_frontend::{FuseFrontend, FuseOptions};
 use serde::Serialize;
+use std::sync::Arc;
 
 /// Every driver Lamina knows, in order of preference.
 pub const DRIVER_NAMES: &[&str] = &["overlay2", "aufs", "vfs", "squashfs"];
@@ -20,15 +23,34 @@ pub fn open_driver(name: &str, root: &Path) -> Result<Box<dyn Driver>> {
         "vfs" => Ok(Box::new(VfsDriver::new(root)?)),
         "overlay2" => Ok(Box::new(Overlay2Driver::new(root)?)),
         "squashfs" => Ok(Box::new(SquashfsDriver::new(root)?)),
-        "aufs" => {
-            bail!(
-                "driver {name} is not part of this build yet (available: overlay2, vfs, squashfs)"
-            )
-        }
+        "aufs" => Ok(Box::new(AufsDriver::new(
+            root,
+            Some(Arc::new(FuseStackViewer)),
+        )?)),
         other => bail!(
             "unknown driver {other:?} (known: {})",
             DRIVER_NAMES.join(", ")
         ),
+    }
+}
+
+/// Read-only merged views for diffs, served by the FUSE frontend from threads of
+/// this process (drivers whose layers the kernel cannot stack use them).
+struct FuseStackViewer;
+
+impl StackViewer for FuseStackViewer {
+    fn view(
+        &self,
+        spec: drivers::MountSpec,
+        target: &Path,
+    ) -> drivers::Result<Box<dyn std::any::Any>> {
+        let options = FuseOptions {
+            allow_other: false,
+            ..FuseOptions::default()
+        };
+        Ok(Box::new(fuse_frontend::spawn_mount(
+            spec, target, &options,
+        )?))
     }
 }
 

@@ -24,6 +24,7 @@ const REQUIRED_ROWS: &[(&str, &str)] = &[
     ("overlay2", "fuse"),
     ("squashfs", "kernel"),
     ("squashfs", "fuse"),
+    ("aufs", "fuse"),
 ];
 
 /// Why a row cannot run here, as `lamina drivers` says, or `None`.

@@ -264,4 +264,5 @@ rows! {
     roundtrip_overlay2_fuse: "overlay2", "fuse";
     roundtrip_squashfs_kernel: "squashfs", "kernel";
     roundtrip_squashfs_fuse: "squashfs", "fuse";
+    roundtrip_aufs_fuse: "aufs", "fuse";
 }

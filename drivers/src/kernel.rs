@@ -57,6 +57,7 @@ impl Frontend for KernelFrontend {
                     return Err(e);
                 }
             }
+            MountSpec::Aufs { branches } => aufs_mount(&branches, target)?,
             MountSpec::Stack { .. } => Err(DriverError::Unsupported(
                 "a layer stack is served by the FUSE frontend, not the kernel (use --frontend fuse)".into(),
             ))?,
@@ -96,6 +97,39 @@ pub fn release_layer_mounts(dirs: &[PathBuf]) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot unmount a layer image");
         }
     }
+}
+
+/// Mounts a kernel aufs union of `branches` (top first, `true` = writable) on
+/// `target`: `mount -t aufs -o br=UPPER=rw:LOWER=ro+wh:... none TARGET`.
+pub fn aufs_mount(branches: &[(std::path::PathBuf, bool)], target: &Path) -> Result<()> {
+    if !kernel_has_filesystem("aufs") {
+        return Err(DriverError::Unsupported(
+            "this kernel has no aufs (see /proc/filesystems); --frontend fuse works".into(),
+        ));
+    }
+    let mut data = b"br=".to_vec();
+    for (i, (dir, writable)) in branches.iter().enumerate() {
+        if i > 0 {
+            data.push(b':');
+        }
+        data.extend_from_slice(dir.as_os_str().as_bytes());
+        data.extend_from_slice(if *writable { b"=rw" } else { b"=ro+wh" });
+    }
+    let read_only = !branches.iter().any(|(_, w)| *w);
+    let flags = if read_only {
+        MsFlags::MS_RDONLY
+    } else {
+        MsFlags::empty()
+    };
+    let data = cstring(&data)?;
+    mount(
+        Some("none"),
+        target,
+        Some("aufs"),
+        flags,
+        Some(data.as_c_str()),
+    )
+    .map_err(|e| mount_err(target, "aufs", e))
 }
 
 /// Environment knob: when set to `1`, Lamina acts as if the kernel had no

@@ -10,6 +10,7 @@
 //! each driver's native whiteout format uniformly.
 
 pub mod apply;
+pub mod aufs;
 pub mod changes;
 pub mod copy;
 pub mod dirlayer;

@@ -82,6 +82,11 @@ pub enum MountSpec {
         /// that still follows its upper's index).
         read_only: bool,
     },
+    /// A kernel aufs mount (only where the kernel has aufs).
+    Aufs {
+        /// Branches, top first, each with whether it is writable.
+        branches: Vec<(PathBuf, bool)>,
+    },
     /// A stack of layers for the FUSE frontend.
     Stack {
         /// Read-only layers, top first.
@@ -115,6 +120,9 @@ impl fmt::Debug for MountSpec {
                 .field("options", options)
                 .field("read_only", read_only)
                 .finish(),
+            MountSpec::Aufs { branches } => {
+                f.debug_struct("Aufs").field("branches", branches).finish()
+            }
             MountSpec::Stack {
                 lowers,
                 upper,
@@ -138,4 +146,13 @@ pub trait Frontend: Send + Sync {
     fn mount(&self, spec: MountSpec, target: &Path) -> Result<Option<u32>>;
     /// Unmounts `target`.
     fn unmount(&self, target: &Path) -> Result<()>;
+}
+
+/// Mounts a read-only [`MountSpec::Stack`] for as long as the returned guard
+/// lives. Drivers whose layers the kernel cannot stack (aufs on kernels without
+/// aufs) compute diffs on such views; the CLI hands them one backed by the FUSE
+/// frontend, serving from threads of the calling process.
+pub trait StackViewer: Send + Sync {
+    /// Mounts `spec` read-only on `target`; dropping the guard unmounts it.
+    fn view(&self, spec: MountSpec, target: &Path) -> Result<Box<dyn std::any::Any>>;
 }

@@ -26,7 +26,8 @@ impl Merged {
     fn new_slot(&self, t: &mut Table, parent: u64, name: &OsStr) -> io::Result<Slot> {
         let upper = self.upper()?;
         if upper.is_reserved_name(name) {
-            return Err(errno(libc::EPERM));
+            // AUFS refuses these names with EINVAL: they would read as whiteouts.
+            return Err(errno(libc::EINVAL));
         }
         if name.len() > 255 {
             return Err(errno(libc::ENAMETOOLONG));

@@ -41,7 +41,8 @@ impl Merged {
     ) -> io::Result<()> {
         let upper = self.upper()?;
         if upper.is_reserved_name(new_name) {
-            return Err(errno(libc::EPERM));
+            // AUFS refuses these names with EINVAL: they would read as whiteouts.
+            return Err(errno(libc::EINVAL));
         }
         let mut t = self.lock();
         let src = self
