@@ -156,6 +156,24 @@ pub enum Command {
         #[arg(long, value_name = "NAME:TAG", default_value = "lamina-sample:latest")]
         name: String,
     },
+    /// Make an OCI runtime bundle: the root filesystem mounted at DIR/rootfs and a
+    /// config.json from the image config, so `runc run -b DIR NAME` starts it.
+    Bundle {
+        /// Storage driver for images (containers use their own).
+        #[arg(long)]
+        driver: Option<String>,
+        /// Who performs the mount.
+        #[arg(long)]
+        frontend: Option<String>,
+        /// Tear the bundle down instead (unmount DIR/rootfs, remove config.json).
+        #[arg(long)]
+        remove: bool,
+        /// Image (mounted read-only) or container (read-write); not with --remove.
+        #[arg(required_unless_present = "remove")]
+        target: Option<String>,
+        /// The bundle directory.
+        dir: Option<PathBuf>,
+    },
     /// Run the same workloads on every driver × frontend and the peers, head to head.
     Bench {
         /// Drivers (and peers by id) to measure, comma-separated; default all available.

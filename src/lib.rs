@@ -9,3 +9,4 @@ pub mod fuse_overlay;
 pub mod human;
 pub mod output;
 pub mod registry;
+pub mod runtime_spec;

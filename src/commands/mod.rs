@@ -91,6 +91,20 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Save { image, output } => image::save(&app, &image, &output),
         Command::Sample { name } => image::sample(&app, &name),
         Command::History { image, format } => inspect_layers::history(&app, &image, format),
+        Command::Bundle {
+            driver,
+            frontend,
+            remove,
+            target,
+            dir,
+        } => mount::bundle(
+            &app,
+            driver.as_deref(),
+            frontend.as_deref(),
+            remove,
+            target.as_deref(),
+            dir.as_deref(),
+        ),
         Command::Bench { .. } | Command::FuseOverlay { .. } => unreachable!("handled above"),
     }
 }

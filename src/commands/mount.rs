@@ -188,3 +188,92 @@ pub fn export(app: &App, target: &str, output: &Path) -> Result<()> {
     println!("Exported {target} to {}", output.display());
     Ok(())
 }
+
+/// `lamina bundle`: mounts the root filesystem at `DIR/rootfs` and writes the
+/// runtime `config.json`; with `--remove`, undoes both.
+pub fn bundle(
+    app: &App,
+    driver: Option<&str>,
+    frontend: Option<&str>,
+    remove: bool,
+    target: Option<&str>,
+    dir: Option<&Path>,
+) -> Result<()> {
+    // With --remove the one positional argument is the directory.
+    let dir = match (remove, dir, target) {
+        (true, None, Some(t)) => Path::new(t).to_path_buf(),
+        (_, Some(d), _) => d.to_path_buf(),
+        (_, None, _) => bail!("lamina bundle needs a bundle directory"),
+    };
+    let rootfs = dir.join("rootfs");
+    let config = dir.join("config.json");
+    if remove {
+        if drivers::mount_table::MountInfo::read()?
+            .is_mountpoint(&std::fs::canonicalize(&rootfs).unwrap_or(rootfs.clone()))
+        {
+            app.mounts
+                .put(&rootfs, &crate::registry::frontend_for_unmount)?;
+        }
+        for p in [&config] {
+            match std::fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("removing {}", p.display())),
+            }
+        }
+        match std::fs::remove_dir(&rootfs) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", rootfs.display())),
+        }
+        println!("Removed bundle {}", dir.display());
+        return Ok(());
+    }
+    let target = target.context("lamina bundle needs an image or container")?;
+    let (image, read_only, hostname) = match app.target(target)? {
+        Target::Image(i) => (
+            i,
+            true,
+            target.replace(|c: char| !c.is_ascii_alphanumeric(), "-"),
+        ),
+        Target::Container(c) => (app.container_image(&c)?, false, c.name.clone()),
+    };
+    let image_config = app.store.image_config(&image)?;
+    std::fs::create_dir_all(&rootfs).with_context(|| format!("creating {}", rootfs.display()))?;
+    let record = mount_target(
+        app,
+        &MountArgs {
+            driver,
+            frontend,
+            read_only,
+            layer: None,
+            upto: None,
+            foreground: false,
+            target,
+            mountpoint: &rootfs,
+        },
+    )?
+    .expect("only foreground mounts return no record");
+    let written =
+        crate::runtime_spec::runtime_spec(&image_config, &record.mountpoint, read_only, &hostname)
+            .and_then(|spec| {
+                crate::output::write_atomically(&config, |out| {
+                    Ok(serde_json::to_writer_pretty(out, &spec)?)
+                })
+            });
+    if let Err(e) = written {
+        let _ = app
+            .mounts
+            .put(&record.mountpoint, &crate::registry::frontend_for_unmount);
+        return Err(e);
+    }
+    println!(
+        "Bundle {} ready: {} ({} × {}) at rootfs; run it with `runc run -b {} NAME`",
+        dir.display(),
+        record.label,
+        record.driver,
+        record.frontend,
+        dir.display()
+    );
+    Ok(())
+}
