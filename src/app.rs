@@ -192,6 +192,10 @@ impl App {
 
     /// The driver-level parent of a container's layer.
     pub fn container_parent(&self, c: &Container) -> Result<String> {
+        let driver = self.driver(&c.driver)?;
+        if let Some(parent) = driver.parent(&c.id)? {
+            return Ok(parent);
+        }
         let image = self.container_image(c)?;
         match image.chain_ids.last() {
             Some(top) => Ok(top.hex().to_string()),

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod commands;
 pub mod fuse_overlay;
 pub mod human;
+pub mod init_layer;
 pub mod output;
 pub mod registry;
 pub mod runtime_spec;

@@ -114,7 +114,11 @@ fn housekeeping_names_never_show_and_wh_names_are_refused() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into())
         .collect();
     root.sort();
-    assert_eq!(root, ["d", "etc"], "AUFS housekeeping names are hidden");
+    assert_eq!(
+        root,
+        ["d", "dev", "etc", "proc", "sys"],
+        "AUFS housekeeping names are hidden (dev, proc, sys: the init layer)"
+    );
     let err = std::fs::write(m.join("etc/.wh.sneaky"), "x").unwrap_err();
     assert_eq!(
         err.raw_os_error(),

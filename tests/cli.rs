@@ -301,8 +301,8 @@ fn rmi_untags_and_gc_removes_blobs_and_driver_data() {
     };
     assert_eq!(
         vfs_layers(&l),
-        img.layer_count() + 1,
-        "image layers plus the container's"
+        img.layer_count() + 2,
+        "image layers plus the container's init and writable layers"
     );
     l.ok(["rm", "c"]);
     l.ok(["rmi", "small:1"]);

@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use common::{require_privileged, Lamina};
-use test_support::tree::{compare_trees, scan_tree, CompareOptions, Tree};
+use test_support::tree::{compare_trees, scan_tree, CompareOptions, Node, NodeKind, Tree};
 use test_support::{fixtures, Compression, DockerArchiveForm, ImageBuilder, LayerBuilder};
 
 /// Rows that must work on this machine when privileged; any other row that is
@@ -52,6 +52,25 @@ fn assert_trees_equal(what: &str, expected: &Tree, actual: &Tree) {
         diffs.len(),
         diffs.join("\n")
     );
+}
+
+/// `tree` as a container sees it: the init layer adds the runtime's mountpoints
+/// the image lacks.
+fn with_init_dirs(mut tree: Tree) -> Tree {
+    for d in lamina::init_layer::INIT_DIRS {
+        let path = format!("/{d}");
+        tree.nodes.entry(path).or_insert_with(|| Node {
+            kind: NodeKind::Dir,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            mtime: 0,
+            xattrs: Default::default(),
+            link_group: None,
+        });
+    }
+    tree
 }
 
 /// The base image of the container script: known paths the script touches.
@@ -225,7 +244,7 @@ fn conformance(driver: &str, frontend: &str) {
         let before = scan_tree(&cmnt).unwrap();
         assert_trees_equal(
             &format!("{test}: fresh container"),
-            &base.expected_tree(),
+            &with_init_dirs(base.expected_tree()),
             &before,
         );
         run_script(&cmnt);

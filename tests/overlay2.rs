@@ -180,8 +180,8 @@ fn the_layout_is_dockers_overlay2() {
     let lower = std::fs::read_to_string(home.join(cid).join("lower")).unwrap();
     assert_eq!(
         lower.split(':').count(),
-        2,
-        "a container's lower chain names both image layers: {lower}"
+        3,
+        "a container's lower chain names its init layer and both image layers: {lower}"
     );
 }
 

@@ -33,7 +33,7 @@ fn runc_runs_the_sample(driver: &str, frontend: &str) {
         "c",
         bundle.to_str().unwrap(),
     ]);
-    let config: serde_json::Value =
+    let mut config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
     assert_eq!(
         config["process"]["cwd"], "/app",
@@ -45,6 +45,29 @@ fn runc_runs_the_sample(driver: &str, frontend: &str) {
         .unwrap()
         .iter()
         .any(|e| e.as_str().unwrap().starts_with("PATH=")));
+    // The container writes, deletes a lower file and renames a lower directory,
+    // after printing what the image's Cmd prints.
+    let cmd = config["process"]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect::<Vec<_>>();
+    assert_eq!(
+        cmd,
+        ["/bin/sh", "-c", "cat /etc/motd; ls /app"],
+        "Cmd from the image config"
+    );
+    config["process"]["args"] = serde_json::json!([
+        "/bin/sh",
+        "-c",
+        "cat /etc/motd; ls /app; echo written > /root/new; rm /app/hello.txt; mv /app /srv-app"
+    ]);
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec(&config).unwrap(),
+    )
+    .unwrap();
     let name = format!(
         "lamina-test-{}",
         std::process::id() ^ bundle.as_os_str().len() as u32 ^ rand_suffix()

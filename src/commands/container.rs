@@ -9,13 +9,22 @@ use crate::human;
 
 pub fn create(app: &App, driver: Option<&str>, reference: &str, name: &str) -> Result<()> {
     let image = app.store.resolve_image(reference)?;
-    let (driver, _) = app.choose(driver, None)?;
+    let (driver, frontend) = app.choose(driver, None)?;
     let top = app.materialize(driver.as_ref(), &image, None)?;
+    let missing = crate::init_layer::missing(app, driver.as_ref(), frontend, &top)?;
     let _lock = app.driver_lock()?;
     let container = app.store.create_container(name, &image, driver.name())?;
-    if let Err(e) = driver.create_rw(&container.id, Some(&top)) {
+    let init = crate::init_layer::init_id(&container.id);
+    let created =
+        crate::init_layer::create(driver.as_ref(), &top, &init, &missing).and_then(|()| {
+            driver
+                .create_rw(&container.id, Some(&init))
+                .with_context(|| format!("creating the writable layer of {name}"))
+        });
+    if let Err(e) = created {
+        let _ = driver.remove(&init);
         let _ = app.store.remove_container(&container.name);
-        return Err(e).with_context(|| format!("creating the writable layer of {name}"));
+        return Err(e);
     }
     println!("{}", container.id);
     Ok(())
@@ -37,6 +46,10 @@ pub fn rm(app: &App, name: &str) -> Result<()> {
     driver
         .remove(&container.id)
         .with_context(|| format!("removing the writable layer of {}", container.name))?;
+    let init = crate::init_layer::init_id(&container.id);
+    driver
+        .remove(&init)
+        .with_context(|| format!("removing the init layer of {}", container.name))?;
     app.store.remove_container(&container.name)?;
     println!("{}", container.name);
     Ok(())

@@ -23,6 +23,7 @@ pub fn gc(app: &App) -> Result<()> {
     }
     let containers = app.store.containers()?;
     live.extend(containers.iter().map(|c| c.id.clone()));
+    live.extend(containers.iter().map(|c| crate::init_layer::init_id(&c.id)));
     let mounted: BTreeSet<(String, String)> = app
         .mounts
         .list()?

@@ -122,6 +122,19 @@ impl Lamina {
     }
 }
 
+impl Drop for Lamina {
+    /// Keeps the store (logs included) of a failing test for a post-mortem.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+            eprintln!(
+                "keeping the failed test's store at {}",
+                dir.keep().display()
+            );
+        }
+    }
+}
+
 /// Undoes one `lamina mount` when dropped; detaches lazily if `lamina umount` fails.
 pub struct MountGuard<'a> {
     lamina: &'a Lamina,
