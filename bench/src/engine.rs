@@ -16,6 +16,7 @@ use crate::lamina_cli::LaminaCli;
 use crate::mounts::WorkDir;
 use crate::peers;
 use crate::report::{Report, Skipped, TargetResult, WorkloadReport};
+use crate::squashfs_build::{self, build_sample, SquashfsBuilder};
 use crate::stats::Summary;
 use crate::targets::{self, Target};
 use crate::workloads::{import_sample, mounted_sample, Sample, SampleContext, Workload};
@@ -89,10 +90,12 @@ impl BenchOptions {
     }
 }
 
-/// What one workload is measured on: a target, or (for `import`) a driver.
+/// What one workload is measured on: a target, (for `import`) a driver, or
+/// (for `squashfs-build`) an image builder.
 enum Subject<'a> {
     Target(&'a Target),
     Driver(String),
+    Builder(SquashfsBuilder),
 }
 
 impl Subject<'_> {
@@ -100,6 +103,7 @@ impl Subject<'_> {
         match self {
             Subject::Target(t) => t.id(),
             Subject::Driver(d) => d.clone(),
+            Subject::Builder(b) => b.id().to_string(),
         }
     }
 }
@@ -227,12 +231,19 @@ fn prepare(
         write_untar_archive(&scale, &path)?;
         ctx.untar_archive = Some(path);
     }
+    if workloads.contains(&Workload::SquashfsBuild) && measures_squashfs(targets) {
+        progress("writing and unpacking the squashfs-build layer");
+        ctx.build_input = Some(squashfs_build::write_build_input(&scale, &scratch)?);
+    }
     let images: BTreeSet<BenchImage> = workloads
         .iter()
-        .filter(|w| !w.per_driver())
+        .filter(|w| w.mounts())
         .map(|w| w.image())
         .collect();
     let has_peers = targets.iter().any(|t| matches!(t, Target::Peer(_)));
+    let needs_squashfs_images = targets
+        .iter()
+        .any(|t| matches!(t, Target::Peer(p) if p.uses_squashfs_images()));
     for image in images {
         let name = image.name();
         progress(&format!("building and importing {name}"));
@@ -274,6 +285,17 @@ fn prepare(
                 progress(&format!("  overlay2: {e}"));
             }
         }
+        if needs_squashfs_images && !done.iter().any(|d| d == "squashfs") {
+            progress(&format!("applying {name} with squashfs for the peers"));
+            let prep = "bench-prep";
+            if let Err(e) = ctx
+                .cli
+                .create("squashfs", name, prep)
+                .and_then(|()| ctx.cli.rm(prep))
+            {
+                progress(&format!("  squashfs: {e}"));
+            }
+        }
         for t in targets.iter_mut() {
             if let Target::Peer(peer) = t {
                 if let Err(e) = peer.prepare(&layers, &scratch) {
@@ -285,6 +307,13 @@ fn prepare(
     }
     host::sync();
     Ok(())
+}
+
+/// Whether Lamina's squashfs driver is among the targets.
+fn measures_squashfs(targets: &[Target]) -> bool {
+    targets
+        .iter()
+        .any(|t| matches!(t, Target::Lamina { driver, .. } if driver == "squashfs"))
 }
 
 /// Takes every sample of `workload` and summarises them.
@@ -305,7 +334,22 @@ fn measure(
         skipped: Vec::new(),
         failed: Vec::new(),
     };
-    let (subjects, reference): (Vec<Subject>, &str) = if workload.per_driver() {
+    let (subjects, reference): (Vec<Subject>, &str) = if workload.per_builder() {
+        if !measures_squashfs(targets) {
+            report.skipped.push(Skipped {
+                target: "-".into(),
+                reason: "Lamina's squashfs driver is not measured in this run".into(),
+                install_hint: None,
+            });
+            return report;
+        }
+        let (builders, missing) = squashfs_build::discover();
+        report.skipped.extend(missing);
+        (
+            builders.into_iter().map(Subject::Builder).collect(),
+            squashfs_build::LAMINA,
+        )
+    } else if workload.per_driver() {
         let mut drivers: Vec<String> = Vec::new();
         for t in targets {
             if let Target::Lamina { driver, .. } = t {
@@ -319,10 +363,21 @@ fn measure(
             "overlay2",
         )
     } else {
-        (
-            targets.iter().map(Subject::Target).collect(),
-            peers::REFERENCE,
-        )
+        let mut served = Vec::new();
+        for t in targets {
+            match t {
+                Target::Peer(p) if p.read_only() && !workload.reads() => {
+                    report.skipped.push(Skipped {
+                        target: t.id(),
+                        reason: "serves read-only views: measured on the read workloads only"
+                            .into(),
+                        install_hint: None,
+                    })
+                }
+                _ => served.push(Subject::Target(t)),
+            }
+        }
+        (served, peers::REFERENCE)
     };
     if subjects.is_empty() {
         report.skipped.push(Skipped {
@@ -353,6 +408,7 @@ fn measure(
             let id = subject.id();
             let result = match subject {
                 Subject::Driver(d) => import_sample(ctx, d),
+                Subject::Builder(b) => build_sample(ctx, b),
                 Subject::Target(t) => mounted_sample(ctx, workload, t),
             };
             match result {

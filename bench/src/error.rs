@@ -60,6 +60,14 @@ pub enum BenchError {
     /// read short, entries missing): the view is wrong, so its time means nothing.
     #[error("wrong result on the mounted view: {0}")]
     WrongView(String),
+    /// A squashfs image builder failed.
+    #[error("building a squashfs image with {builder}: {reason}")]
+    Build {
+        /// The builder (`lamina`, `tar2sqfs`, `mksquashfs`).
+        builder: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A sample needs data the run did not prepare (an internal error).
     #[error("{0} was not prepared")]
     Unprepared(String),

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use test_support::{Compression, DockerArchiveForm, ImageBuilder, LayerBuilder};
 
@@ -188,18 +188,23 @@ impl BenchImage {
     }
 }
 
-/// The overlay2 layer directories of `image` in the store at `store`, top first.
+/// The overlay2 layer directories of `image` in the store at `store`, and the
+/// squashfs driver's layer images, top first.
 pub(crate) fn overlay2_layer_dirs(store: &Path, image: &ImageBuilder) -> LayerDirs {
-    let mut lowers: Vec<PathBuf> = image
-        .chain_ids()
+    let chain = image.chain_ids();
+    let hexes = chain
         .iter()
-        .map(|c| {
-            let hex = c.strip_prefix("sha256:").unwrap_or(c);
-            store.join("overlay2").join(hex).join("diff")
-        })
-        .collect();
-    lowers.reverse();
-    LayerDirs { lowers }
+        .rev()
+        .map(|c| c.strip_prefix("sha256:").unwrap_or(c));
+    LayerDirs {
+        lowers: hexes
+            .clone()
+            .map(|hex| store.join("overlay2").join(hex).join("diff"))
+            .collect(),
+        squashfs_images: hexes
+            .map(|hex| store.join("squashfs").join(format!("{hex}.sqfs")))
+            .collect(),
+    }
 }
 
 fn base_layer() -> LayerBuilder {
@@ -409,6 +414,11 @@ mod tests {
             Path::new("/s/overlay2").join(top_hex).join("diff")
         );
         assert_eq!(dirs.lowers.len(), 2);
+        assert_eq!(
+            dirs.squashfs_images[0],
+            Path::new("/s/squashfs").join(format!("{top_hex}.sqfs"))
+        );
+        assert_eq!(dirs.squashfs_images.len(), 2);
     }
 
     #[test]

@@ -7,8 +7,11 @@
 //! walks, readdir, copy-up, chmod, create/delete, untar — on every available
 //! driver × frontend row of `lamina drivers` and on peers measured in the same
 //! run: the kernel's overlayfs mounted directly over the overlay2 layer
-//! directories (the reference of every ratio) and `fuse-overlayfs` where
-//! installed. Targets are interleaved within each repetition, and the
+//! directories (the reference of every ratio), `fuse-overlayfs` where
+//! installed, and — on the read workloads — the kernel's squashfs and
+//! `squashfuse` over the squashfs driver's layer images. The `squashfs-build`
+//! workload times Lamina's squashfs writer against `tar2sqfs` and
+//! `mksquashfs`. Targets are interleaved within each repetition, and the
 //! [`Report`] holds every sample with its median and spread, the ratio to the
 //! reference, the peak memory of FUSE daemons, and what was skipped and why.
 //!
@@ -33,6 +36,8 @@ mod lamina_cli;
 mod mounts;
 mod peers;
 mod report;
+mod squashfs_build;
+mod squashfs_peers;
 mod stats;
 mod targets;
 mod workloads;

@@ -53,6 +53,16 @@ pub(crate) enum Unmount {
     Kernel,
     /// A FUSE daemon we started in the foreground: unmount, then wait for it to exit.
     FuseChild(Child),
+    /// A view stacked on per-layer mounts made for it: the view is undone
+    /// first, then each layer mount, then the layer mountpoints.
+    Layered {
+        /// How the view itself is undone.
+        view: Box<Unmount>,
+        /// The layer mounts, each at its directory.
+        layers: Vec<(PathBuf, Unmount)>,
+        /// The directory holding the layer mountpoints, removed last.
+        dir: PathBuf,
+    },
 }
 
 /// Writable state of a container that is removed after its mount is undone.
@@ -148,16 +158,44 @@ impl Mounted {
         let Some(how) = self.unmount.take() else {
             return Ok(());
         };
-        let target = self.mountpoint.path().to_path_buf();
-        match how {
-            Unmount::Lamina(cli) => cli.umount(&target).inspect_err(|_| detach(&target)),
-            Unmount::Kernel => umount2(&target, MntFlags::empty()).map_err(|e| {
-                detach(&target);
-                BenchError::Mount(format!("unmounting {}: {e}", target.display()))
-            }),
-            Unmount::FuseChild(child) => unmount_fuse_child(&target, child),
+        undo_at(self.mountpoint.path(), how)
+    }
+}
+
+/// Undoes the mount on `target` as `how` says.
+pub(crate) fn undo_at(target: &Path, how: Unmount) -> Result<(), BenchError> {
+    match how {
+        Unmount::Lamina(cli) => cli.umount(target).inspect_err(|_| detach(target)),
+        Unmount::Kernel => umount2(target, MntFlags::empty()).map_err(|e| {
+            detach(target);
+            BenchError::Mount(format!("unmounting {}: {e}", target.display()))
+        }),
+        Unmount::FuseChild(child) => unmount_fuse_child(target, child),
+        Unmount::Layered { view, layers, dir } => {
+            let view = undo_at(target, *view);
+            let layers = undo_layers(layers, &dir);
+            view.and(layers)
         }
     }
+}
+
+/// Undoes layer mounts made for a stacked view (in order), then removes their
+/// mountpoints and `dir` — never recursively, so a mount that stays keeps its tree.
+pub(crate) fn undo_layers(layers: Vec<(PathBuf, Unmount)>, dir: &Path) -> Result<(), BenchError> {
+    let mut result = Ok(());
+    for (path, how) in layers {
+        let undone = undo_at(&path, how);
+        if undone.is_ok() {
+            if let Err(e) = fs::remove_dir(&path) {
+                warn!(mountpoint = %path.display(), error = %e, "cannot remove layer mountpoint");
+            }
+        }
+        result = result.and(undone);
+    }
+    if let Err(e) = fs::remove_dir(dir) {
+        warn!(dir = %dir.display(), error = %e, "cannot remove layer mountpoints' directory");
+    }
+    result
 }
 
 impl Drop for Mounted {

@@ -1,12 +1,14 @@
 //! Peers: other filesystems measured in the same run over the same layer
 //! directories, so Lamina's numbers have a yardstick.
 //!
-//! Every peer mounts the overlay2 driver's layer directories
+//! The overlay peers mount the overlay2 driver's layer directories
 //! (`<store>/overlay2/<chain id>/diff`, overlay whiteouts) directly, bypassing
 //! Lamina: the kernel's overlayfs (the reference every ratio is relative to) and
-//! `fuse-overlayfs` as Debian ships it and as `cargo install` builds it.
+//! `fuse-overlayfs` as Debian ships it and as `cargo install` builds it. The
+//! squashfs peers ([`crate::squashfs_peers`]) mount the squashfs driver's layer
+//! images instead, and serve the read workloads only.
 //!
-//! To add a peer (the squashfs peers join with the squashfs driver): implement
+//! To add a peer: implement
 //! [`Peer`] — [`Peer::prepare`] may build the peer's own form of an image (a
 //! squashfs file per layer, say) from the layer directories once per run — and
 //! list it in [`discover`], with the command that installs it when missing.
@@ -34,6 +36,9 @@ const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) struct LayerDirs {
     /// Lower directories, top first (overlay's `lowerdir` order).
     pub lowers: Vec<PathBuf>,
+    /// The squashfs driver's images of the same layers, top first (they exist
+    /// once the image is materialised in the squashfs driver).
+    pub squashfs_images: Vec<PathBuf>,
 }
 
 /// A mount a peer made: how to undo it and which process serves it.
@@ -54,6 +59,18 @@ pub(crate) trait Peer {
 
     /// What it is, with its version.
     fn description(&self) -> String;
+
+    /// Whether it mounts the squashfs driver's layer images (so the run
+    /// materialises every image in the squashfs driver).
+    fn uses_squashfs_images(&self) -> bool {
+        false
+    }
+
+    /// Whether it only serves read-only views (so it is measured on the read
+    /// workloads only).
+    fn read_only(&self) -> bool {
+        false
+    }
 
     /// Builds whatever the peer needs besides the layer directories, once per image.
     fn prepare(&mut self, _layers: &LayerDirs, _scratch: &Path) -> Result<(), BenchError> {
@@ -85,7 +102,13 @@ pub(crate) struct MissingPeer {
 
 /// The ids of every peer this build knows.
 pub(crate) fn known_ids() -> Vec<&'static str> {
-    vec![REFERENCE, "fuse-overlayfs-apt", "fuse-overlayfs-cargo"]
+    vec![
+        REFERENCE,
+        "fuse-overlayfs-apt",
+        "fuse-overlayfs-cargo",
+        crate::squashfs_peers::KERNEL_SQUASHFS,
+        crate::squashfs_peers::SQUASHFUSE,
+    ]
 }
 
 /// Every known peer: usable ones, and the others with the reason and an install hint.
@@ -114,6 +137,7 @@ pub(crate) fn discover() -> Vec<Result<Box<dyn Peer>, MissingPeer>> {
         cargo_bin,
         "cargo install fuse-overlayfs",
     ));
+    peers.extend(crate::squashfs_peers::discover());
     peers
 }
 
@@ -239,47 +263,56 @@ impl Peer for FuseOverlayfs {
         mountpoint: &Path,
     ) -> Result<PeerMount, BenchError> {
         let options = fuse_overlayfs_options(&layers.lowers, upper)?;
-        let mut log = tempfile::tempfile().ctx("create a temporary file", "(anonymous)")?;
-        let mut child = Command::new(&self.binary)
-            .arg("-f")
-            .arg("-o")
-            .arg(&options)
-            .arg(mountpoint)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log.try_clone().ctx("duplicate", "(anonymous)")?)
-            .spawn()
-            .ctx("start", &self.binary)?;
-        let pid = child.id();
-        let deadline = Instant::now() + MOUNT_TIMEOUT;
-        loop {
-            if host::is_mountpoint(mountpoint).unwrap_or(false) {
-                return Ok(PeerMount {
-                    unmount: Unmount::FuseChild(child),
-                    daemon: Some(pid),
-                });
-            }
-            let exited = child.try_wait().ok().flatten();
-            if exited.is_some() || Instant::now() >= deadline {
-                if exited.is_none() {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-                let mut text = String::new();
-                let _ = log.rewind();
-                let _ = log.read_to_string(&mut text);
-                return Err(BenchError::Mount(format!(
-                    "{} did not mount {}: {}",
-                    self.id,
-                    mountpoint.display(),
-                    match exited {
-                        Some(status) => format!("exited with {status}: {}", text.trim()),
-                        None => format!("not serving after {MOUNT_TIMEOUT:?}"),
-                    }
-                )));
-            }
-            std::thread::sleep(Duration::from_micros(200));
+        let mut command = Command::new(&self.binary);
+        command.arg("-f").arg("-o").arg(&options).arg(mountpoint);
+        spawn_fuse_daemon(self.id, command, mountpoint)
+    }
+}
+
+/// Starts `command`, a FUSE daemon in the foreground serving `mountpoint`, and
+/// waits until it serves; `id` names it in errors.
+pub(crate) fn spawn_fuse_daemon(
+    id: &str,
+    mut command: Command,
+    mountpoint: &Path,
+) -> Result<PeerMount, BenchError> {
+    let mut log = tempfile::tempfile().ctx("create a temporary file", "(anonymous)")?;
+    let program = PathBuf::from(command.get_program());
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log.try_clone().ctx("duplicate", "(anonymous)")?)
+        .spawn()
+        .ctx("start", &program)?;
+    let pid = child.id();
+    let deadline = Instant::now() + MOUNT_TIMEOUT;
+    loop {
+        if host::is_mountpoint(mountpoint).unwrap_or(false) {
+            return Ok(PeerMount {
+                unmount: Unmount::FuseChild(child),
+                daemon: Some(pid),
+            });
         }
+        let exited = child.try_wait().ok().flatten();
+        if exited.is_some() || Instant::now() >= deadline {
+            if exited.is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            let mut text = String::new();
+            let _ = log.rewind();
+            let _ = log.read_to_string(&mut text);
+            return Err(BenchError::Mount(format!(
+                "{} did not mount {}: {}",
+                id,
+                mountpoint.display(),
+                match exited {
+                    Some(status) => format!("exited with {status}: {}", text.trim()),
+                    None => format!("not serving after {MOUNT_TIMEOUT:?}"),
+                }
+            )));
+        }
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
 

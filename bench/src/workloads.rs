@@ -17,11 +17,13 @@ use crate::images::{human_bytes, paths, BenchImage, Scale};
 use crate::lamina_cli::LaminaCli;
 use crate::mounts::{Mounted, Mountpoint};
 use crate::peers::LayerDirs;
+use crate::squashfs_build::BuildInput;
 use crate::targets::Target;
 
 /// The names of every workload, in the order a run does them (the CLI values).
 pub const WORKLOAD_NAMES: &[&str] = &[
     "import",
+    "squashfs-build",
     "mount-shallow",
     "mount-deep",
     "read-cold",
@@ -42,6 +44,8 @@ pub const WORKLOAD_NAMES: &[&str] = &[
 pub(crate) enum Workload {
     /// Materialise an image in a driver (`lamina create` on a fresh store).
     Import,
+    /// Build a squashfs image of one layer with Lamina, tar2sqfs and mksquashfs.
+    SquashfsBuild,
     /// Mount a 2-layer image.
     MountShallow,
     /// Mount a 150-layer image.
@@ -72,10 +76,11 @@ pub(crate) enum Workload {
 
 impl Workload {
     /// Every workload, in run order.
-    pub fn all() -> [Workload; 14] {
+    pub fn all() -> [Workload; 15] {
         use Workload::*;
         [
             Import,
+            SquashfsBuild,
             MountShallow,
             MountDeep,
             ReadCold,
@@ -109,11 +114,12 @@ impl Workload {
             .map(|i| Workload::all()[i])
     }
 
-    /// The image it works on.
+    /// The image it works on (`squashfs-build` builds the import image's
+    /// content as one layer).
     pub fn image(self) -> BenchImage {
         use Workload::*;
         match self {
-            Import => BenchImage::Import,
+            Import | SquashfsBuild => BenchImage::Import,
             MountShallow => BenchImage::Shallow,
             MountDeep => BenchImage::Deep,
             ReadCold | ReadWarm | RandomRead | ParallelRead => BenchImage::Files,
@@ -130,6 +136,25 @@ impl Workload {
     /// Whether it measures drivers (materialisation) rather than mounted views.
     pub fn per_driver(self) -> bool {
         self == Workload::Import
+    }
+
+    /// Whether it measures squashfs image builders rather than mounted views.
+    pub fn per_builder(self) -> bool {
+        self == Workload::SquashfsBuild
+    }
+
+    /// Whether its samples work on mounted views of an imported image.
+    pub fn mounts(self) -> bool {
+        !self.per_driver() && !self.per_builder()
+    }
+
+    /// Whether it only reads a mounted view (the workloads read-only peers serve).
+    pub fn reads(self) -> bool {
+        use Workload::*;
+        matches!(
+            self,
+            ReadCold | ReadWarm | RandomRead | ParallelRead | StatCold | StatWarm | Readdir
+        )
     }
 
     /// Whether it writes, and so works in a fresh container.
@@ -150,6 +175,7 @@ impl Workload {
                 s.import_files,
                 human_bytes(s.import_data)
             ),
+            SquashfsBuild => crate::squashfs_build::describe(s),
             MountShallow => "mount a 2-layer image read-only and list its root \
                              (for Lamina's rows: the whole `lamina mount` command)"
                 .into(),
@@ -228,6 +254,8 @@ pub(crate) struct SampleContext {
     pub import_archive: Option<PathBuf>,
     /// The tar of the untar workload, when it runs.
     pub untar_archive: Option<PathBuf>,
+    /// The layer of the squashfs-build workload, when it runs.
+    pub build_input: Option<BuildInput>,
     counter: Cell<u64>,
 }
 
@@ -241,6 +269,7 @@ impl SampleContext {
             images: BTreeMap::new(),
             import_archive: None,
             untar_archive: None,
+            build_input: None,
             counter: Cell::new(0),
         }
     }
@@ -451,7 +480,10 @@ fn run_on(ctx: &SampleContext, workload: Workload, root: &Path) -> Result<f64, B
             expect_work("entries unpacked", n, 1 + dirs + s.untar_files as u64)?;
             t
         }
-        Workload::Import | Workload::MountShallow | Workload::MountDeep => {
+        Workload::Import
+        | Workload::SquashfsBuild
+        | Workload::MountShallow
+        | Workload::MountDeep => {
             unreachable!("timed by their own sample functions")
         }
     };
@@ -492,5 +524,8 @@ mod tests {
         assert_eq!(cold, [Workload::ReadCold, Workload::StatCold]);
         assert!(Workload::Untar.writes() && !Workload::Readdir.writes());
         assert!(Workload::Import.per_driver() && !Workload::MountDeep.per_driver());
+        assert!(Workload::SquashfsBuild.per_builder() && !Workload::SquashfsBuild.mounts());
+        assert!(Workload::ReadCold.reads() && Workload::Readdir.reads());
+        assert!(!Workload::CopyUp.reads() && !Workload::MountShallow.reads());
     }
 }

@@ -13,6 +13,9 @@ use std::process::Command;
 use lamina_bench::{run, BenchOptions, Report, TargetKind, HTML_FILE, REFERENCE};
 use test_support::privilege::{require_privileged, REQUIRE_ENV};
 
+/// The squashfs peers, which serve the read workloads only.
+const SQUASHFS_PEERS: [&str; 2] = ["kernel-squashfs", "squashfuse"];
+
 /// The `lamina` binary of this build, or `None` after printing why the test skips.
 fn lamina_binary(test: &str) -> Option<PathBuf> {
     if !require_privileged(test) {
@@ -149,15 +152,31 @@ fn a_quick_run_measures_every_available_target_and_cleans_up() {
         .count();
     assert!(lamina_rows >= 1, "no Lamina target: {report:?}");
 
-    // Every workload has one sample of every target, in the targets' order.
+    // Every workload has one sample of every target, in the targets' order;
+    // only the read-only squashfs peers skip the workloads that are not reads.
     let names: Vec<&str> = report.workloads.iter().map(|w| w.name.as_str()).collect();
     assert_eq!(names, workloads);
     for w in &report.workloads {
         assert!(w.failed.is_empty(), "{}: {:?}", w.name, w.failed);
-        assert!(w.skipped.is_empty(), "{}: {:?}", w.name, w.skipped);
+        let skipped: Vec<&str> = w.skipped.iter().map(|s| s.target.as_str()).collect();
+        let expected_skips: Vec<&str> = if w.name == "stat-warm" {
+            Vec::new()
+        } else {
+            target_ids
+                .iter()
+                .copied()
+                .filter(|t| SQUASHFS_PEERS.contains(t))
+                .collect()
+        };
+        assert_eq!(skipped, expected_skips, "{}: {:?}", w.name, w.skipped);
         assert_eq!(w.unit, "s");
         let ids: Vec<&str> = w.results.iter().map(|r| r.target.as_str()).collect();
-        assert_eq!(ids, target_ids, "{}", w.name);
+        let measured: Vec<&str> = target_ids
+            .iter()
+            .copied()
+            .filter(|t| !skipped.contains(t))
+            .collect();
+        assert_eq!(ids, measured, "{}", w.name);
         for r in &w.results {
             assert_eq!(r.samples.len(), 1, "{} {}", w.name, r.target);
             assert!(r.samples[0] > 0.0);
@@ -254,4 +273,123 @@ fn filters_choose_the_targets_and_keep_the_reference() {
         err.contains("no-such-driver") && err.contains("vfs"),
         "{err}"
     );
+}
+
+#[test]
+fn squashfs_peers_read_the_squashfs_drivers_images_or_say_why_not() {
+    let Some(lamina) =
+        lamina_binary("squashfs_peers_read_the_squashfs_drivers_images_or_say_why_not")
+    else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let workloads = ["read-warm", "readdir", "copy-up"];
+    let mut opts = quick_options(lamina, root.path(), &workloads);
+    // The squashfs driver is not a target: the run still writes its images for the peers.
+    opts.drivers = vec![
+        "overlay2".into(),
+        "kernel-squashfs".into(),
+        "squashfuse".into(),
+    ];
+    let (report, _) = run_logged(&opts);
+    let target_ids: Vec<&str> = report.targets.iter().map(|t| t.id.as_str()).collect();
+    for peer in SQUASHFS_PEERS {
+        let measured = target_ids.contains(&peer);
+        let skipped = report.skipped.iter().find(|s| s.target == peer);
+        assert!(
+            measured != skipped.is_some(),
+            "{peer} must be measured or skipped: {report:?}"
+        );
+        if let Some(s) = skipped {
+            assert!(!s.reason.is_empty());
+            if peer == "squashfuse" && s.reason == "not installed" {
+                assert_eq!(
+                    s.install_hint.as_deref(),
+                    Some("apt-get install squashfuse")
+                );
+            }
+            continue;
+        }
+        for w in &report.workloads {
+            assert!(w.failed.is_empty(), "{}: {:?}", w.name, w.failed);
+            let result = w.results.iter().find(|r| r.target == peer);
+            if w.name == "copy-up" {
+                assert!(result.is_none(), "{peer} cannot serve copy-up");
+                let skip = w.skipped.iter().find(|s| s.target == peer).unwrap();
+                assert!(skip.reason.contains("read"), "{skip:?}");
+            } else {
+                let r = result.unwrap_or_else(|| panic!("{}: {peer} not measured", w.name));
+                assert_eq!(r.samples.len(), 1);
+                assert!(r.samples[0] > 0.0);
+            }
+        }
+    }
+    check_ratios(&report, REFERENCE);
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mountinfo.contains(root.path().to_str().unwrap()),
+        "mounts left under {}",
+        root.path().display()
+    );
+    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+}
+
+/// Whether `name` is an executable file in a directory of `PATH`.
+fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+}
+
+#[test]
+fn squashfs_build_times_lamina_and_the_installed_tools_relative_to_lamina() {
+    let Some(lamina) =
+        lamina_binary("squashfs_build_times_lamina_and_the_installed_tools_relative_to_lamina")
+    else {
+        return;
+    };
+    if !available_rows(&lamina)
+        .iter()
+        .any(|r| r.starts_with("squashfs/"))
+    {
+        eprintln!("skipped: the squashfs driver is not available here");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let mut opts = quick_options(lamina, root.path(), &["squashfs-build"]);
+    opts.drivers = vec!["squashfs".into()];
+    let (report, _) = run_logged(&opts);
+    let w = report
+        .workload("squashfs-build")
+        .expect("squashfs-build workload");
+    assert!(w.failed.is_empty(), "{:?}", w.failed);
+    assert!(
+        w.description.contains("relative to Lamina"),
+        "{}",
+        w.description
+    );
+    let measured: Vec<&str> = w.results.iter().map(|r| r.target.as_str()).collect();
+    assert_eq!(measured[0], "lamina");
+    for (tool, package) in [
+        ("tar2sqfs", "squashfs-tools-ng"),
+        ("mksquashfs", "squashfs-tools"),
+    ] {
+        if on_path(tool) {
+            assert!(
+                measured.contains(&tool),
+                "{tool} not measured: {measured:?}"
+            );
+        } else {
+            let s = w.skipped.iter().find(|s| s.target == tool).unwrap();
+            assert_eq!(
+                s.install_hint.as_deref(),
+                Some(format!("apt-get install {package}").as_str())
+            );
+        }
+    }
+    for r in &w.results {
+        assert_eq!(r.samples.len(), 1, "{}", r.target);
+        assert!(r.samples[0] > 0.0);
+    }
+    check_ratios(&report, "lamina");
+    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
 }
