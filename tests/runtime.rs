@@ -133,3 +133,13 @@ fn runc_on_squashfs_fuse() {
 fn runc_on_aufs_fuse() {
     runc_runs_the_sample("aufs", "fuse");
 }
+
+#[test]
+fn runc_on_vfs_fuse() {
+    runc_runs_the_sample("vfs", "fuse");
+}
+
+#[test]
+fn runc_on_squashfs_kernel() {
+    runc_runs_the_sample("squashfs", "kernel");
+}
