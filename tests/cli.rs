@@ -700,3 +700,44 @@ fn binary_xattrs_with_newline_bytes_survive_import_and_mount() {
         );
     }
 }
+
+#[test]
+fn imports_show_progress_on_a_terminal_only() {
+    let l = Lamina::new();
+    let img = fixtures::small_image();
+    let p = l.path("small.tar");
+    img.write_docker_archive(&p, &["small:1"], DockerArchiveForm::Legacy)
+        .unwrap();
+    let piped = l.run(["import".as_ref(), p.as_os_str()]);
+    assert!(piped.status.success());
+    assert!(
+        !String::from_utf8_lossy(&piped.stderr).contains("layer 1/"),
+        "no bar when stderr is not a terminal"
+    );
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped the terminal half: no script(1)");
+        return;
+    }
+    // script(1) gives the command a pseudo-terminal.
+    let command = format!(
+        "{} --root {} import {} --name small:2",
+        env!("CARGO_BIN_EXE_lamina"),
+        l.path("tty-store").display(),
+        p.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        screen.contains("layer 1/2"),
+        "a progress bar on the terminal: {screen}"
+    );
+    assert!(screen.contains("Imported"), "{screen}");
+}

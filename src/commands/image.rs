@@ -22,9 +22,14 @@ pub fn import(app: &App, path: &Path, name: Option<&str>) -> Result<()> {
         );
         bar
     });
+    let mut current_layer = 0;
     let mut on_progress = |p: &layer_store::Progress| {
         if let Some(bar) = &bar {
-            bar.set_message(format!("layer {}/{}", p.layer, p.layers));
+            if p.layer != current_layer {
+                current_layer = p.layer;
+                bar.reset();
+                bar.set_message(format!("layer {}/{}", p.layer, p.layers));
+            }
             bar.set_length(p.bytes_total);
             bar.set_position(p.bytes_done);
         }
