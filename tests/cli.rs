@@ -356,34 +356,13 @@ fn df_counts_shared_layers_once() {
     assert!(table.contains("MiB"), "sizes are human-readable: {table}");
 }
 
-fn import_script_image(l: &Lamina) {
-    let img = ImageBuilder::new()
-        .layer(
-            LayerBuilder::new()
-                .dir("etc", 0o755)
-                .file("etc/a", "a", 0o644)
-                .file("etc/b", "b", 0o644),
-            Compression::Gzip,
-        )
-        .layer(
-            LayerBuilder::new()
-                .whiteout("etc/b")
-                .file("etc/c", "c", 0o644),
-            Compression::None,
-        );
-    let p = l.path("img.tar");
-    img.write_docker_archive(&p, &["img:1"], DockerArchiveForm::Blobs)
-        .unwrap();
-    l.ok(["import".as_ref(), p.as_os_str()]);
-}
-
 #[test]
 fn a_second_mount_of_a_container_shares_the_first_and_the_last_umount_releases_it() {
     if !require_privileged("a_second_mount_of_a_container_shares_the_first") {
         return;
     }
     let l = Lamina::new();
-    import_script_image(&l);
+    common::import_two_layer_image(&l);
     l.ok(["create", "img:1", "c"]);
     let (m1, m2) = (l.mountpoint("m1"), l.mountpoint("m2"));
     let g1 = l.mount(&["c"], &m1);
@@ -419,7 +398,7 @@ fn a_mountpoint_in_use_is_refused_and_stale_records_are_cleaned() {
         return;
     }
     let l = Lamina::new();
-    import_script_image(&l);
+    common::import_two_layer_image(&l);
     let m = l.mountpoint("m");
     let g = l.mount(&["img:1"], &m);
     let err = l.fails(["mount".as_ref(), "img:1".as_ref(), m.as_os_str()]);
@@ -456,7 +435,7 @@ fn layer_views_show_whiteouts_and_history_counts_them() {
         return;
     }
     let l = Lamina::new();
-    import_script_image(&l);
+    common::import_two_layer_image(&l);
     let m = l.mountpoint("m");
     let g = l.mount(&["--layer", "2", "img:1"], &m);
     let mut names: Vec<String> = std::fs::read_dir(m.join("etc"))

@@ -11,28 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::{require_privileged, Lamina};
 use drivers::mount_table::MountInfo;
-use test_support::{Compression, DockerArchiveForm, ImageBuilder, LayerBuilder};
-
-fn import_small(l: &Lamina) {
-    let img = ImageBuilder::new()
-        .layer(
-            LayerBuilder::new()
-                .dir("etc", 0o755)
-                .file("etc/a", "a", 0o644)
-                .file("etc/b", "b", 0o644),
-            Compression::Gzip,
-        )
-        .layer(
-            LayerBuilder::new()
-                .whiteout("etc/b")
-                .file("etc/c", "c", 0o644),
-            Compression::None,
-        );
-    let p = l.path("img.tar");
-    img.write_docker_archive(&p, &["img:1"], DockerArchiveForm::Blobs)
-        .unwrap();
-    l.ok(["import".as_ref(), p.as_os_str()]);
-}
 
 fn recorded_pid(l: &Lamina) -> u32 {
     let ps: serde_json::Value =
@@ -71,7 +49,7 @@ fn a_background_daemon_serves_until_umount() {
         return;
     }
     let l = Lamina::new();
-    import_small(&l);
+    common::import_two_layer_image(&l);
     l.ok(["create", "--driver", "overlay2", "img:1", "c"]);
     let m = l.mountpoint("m");
     let g = l.mount(&["--frontend", "fuse", "c"], &m);
@@ -108,7 +86,7 @@ fn sigterm_unmounts_and_a_killed_daemon_is_cleared() {
         return;
     }
     let l = Lamina::new();
-    import_small(&l);
+    common::import_two_layer_image(&l);
     let m = l.mountpoint("m");
     let g = l.mount(&["--frontend", "fuse", "img:1"], &m);
     let pid = recorded_pid(&l);
@@ -156,7 +134,7 @@ fn foreground_serves_in_the_command_itself() {
         return;
     }
     let l = Lamina::new();
-    import_small(&l);
+    common::import_two_layer_image(&l);
     let m = l.mountpoint("m");
     let mut child = Command::new(env!("CARGO_BIN_EXE_lamina"))
         .arg("--root")

@@ -20,7 +20,6 @@
 use std::ffi::OsString;
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -411,25 +410,7 @@ impl Driver for AufsDriver {
     }
 
     fn cleanup(&self) -> Result<()> {
-        let staging = self.home.join("staging");
-        for entry in fs::read_dir(&staging).ctx("list staging", &staging)? {
-            let entry = entry.ctx("list staging", &staging)?;
-            let name = entry.file_name();
-            let owner = name
-                .as_bytes()
-                .split(|&b| b == b'.')
-                .nth(1)
-                .and_then(|p| std::str::from_utf8(p).ok()?.parse::<u32>().ok());
-            if owner.is_some_and(merged_diff::pid_alive) {
-                continue;
-            }
-            let path = entry.path();
-            if path.is_dir() {
-                fsutil::remove_tree(&path).ctx("remove staging leftover", &path)?;
-            } else {
-                fs::remove_file(&path).ctx("remove staging leftover", &path)?;
-            }
-        }
+        merged_diff::remove_dead_staging(&self.home.join("staging"))?;
         merged_diff::remove_stale_views(&self.home.join("views"))
     }
 }

@@ -91,6 +91,24 @@ impl Drop for DiffViews {
     }
 }
 
+/// Removes the entries of a driver's `staging` directory (named
+/// `<id>.<pid>.<random>[...]`) whose building process is dead; a crash in the
+/// middle of building or removing a layer leaves them behind.
+pub(crate) fn remove_dead_staging(staging: &Path) -> Result<()> {
+    for entry in fs::read_dir(staging).ctx("list staging", staging)? {
+        let entry = entry.ctx("list staging", staging)?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        let owner = name.split('.').nth(1).and_then(|p| p.parse::<u32>().ok());
+        if owner.is_some_and(pid_alive) {
+            continue;
+        }
+        let path = entry.path();
+        fsutil::remove_tree(&path).ctx("remove staging leftover", &path)?;
+        tracing::debug!(path = %path.display(), "removed staging leftover");
+    }
+    Ok(())
+}
+
 /// Removes the views directories of dead processes under `views_root`,
 /// detaching whatever is still mounted inside them (deepest first).
 pub(crate) fn remove_stale_views(views_root: &Path) -> Result<()> {

@@ -550,18 +550,7 @@ impl Driver for Overlay2Driver {
     }
 
     fn cleanup(&self) -> Result<()> {
-        let staging = self.home.join("staging");
-        for entry in fs::read_dir(&staging).ctx("list staging", &staging)? {
-            let entry = entry.ctx("list staging", &staging)?;
-            let name = entry.file_name().to_string_lossy().to_string();
-            let owner = name.split('.').nth(1).and_then(|p| p.parse::<u32>().ok());
-            if owner.is_some_and(merged_diff::pid_alive) {
-                continue;
-            }
-            let path = entry.path();
-            fsutil::remove_tree(&path).ctx("remove staging leftover", &path)?;
-            debug!(path = %path.display(), "removed staging leftover");
-        }
+        merged_diff::remove_dead_staging(&self.home.join("staging"))?;
         merged_diff::remove_stale_views(&self.home.join("views"))?;
         let links = self.home.join("l");
         for entry in fs::read_dir(&links).ctx("list short links", &links)? {

@@ -881,18 +881,7 @@ impl Driver for SquashfsDriver {
     /// views and their mounts), images and container directories without
     /// metadata, metadata without a layer, and unused layer mount directories.
     fn cleanup(&self) -> Result<()> {
-        let staging = self.home.join("staging");
-        for entry in fs::read_dir(&staging).ctx("list staging", &staging)? {
-            let entry = entry.ctx("list staging", &staging)?;
-            let name = entry.file_name().to_string_lossy().to_string();
-            let owner = name.split('.').nth(1).and_then(|p| p.parse::<u32>().ok());
-            if owner.is_some_and(merged_diff::pid_alive) {
-                continue;
-            }
-            let path = entry.path();
-            fsutil::remove_tree(&path).ctx("remove staging leftover", &path)?;
-            debug!(path = %path.display(), "removed staging leftover");
-        }
+        merged_diff::remove_dead_staging(&self.home.join("staging"))?;
         merged_diff::remove_stale_views(&self.home.join("views"))?;
         let meta_dir = self.home.join("meta");
         for entry in fs::read_dir(&meta_dir).ctx("list metadata", &meta_dir)? {

@@ -122,6 +122,30 @@ impl Lamina {
     }
 }
 
+/// Imports `img:1`: `/etc/a`, `/etc/b` in a gzip layer, then a plain layer that
+/// whites out `/etc/b` and adds `/etc/c`.
+pub fn import_two_layer_image(l: &Lamina) {
+    use test_support::{Compression, DockerArchiveForm, ImageBuilder, LayerBuilder};
+    let img = ImageBuilder::new()
+        .layer(
+            LayerBuilder::new()
+                .dir("etc", 0o755)
+                .file("etc/a", "a", 0o644)
+                .file("etc/b", "b", 0o644),
+            Compression::Gzip,
+        )
+        .layer(
+            LayerBuilder::new()
+                .whiteout("etc/b")
+                .file("etc/c", "c", 0o644),
+            Compression::None,
+        );
+    let p = l.path("img.tar");
+    img.write_docker_archive(&p, &["img:1"], DockerArchiveForm::Blobs)
+        .unwrap();
+    l.ok(["import".as_ref(), p.as_os_str()]);
+}
+
 impl Drop for Lamina {
     /// Keeps the store (logs included) of a failing test for a post-mortem.
     fn drop(&mut self) {
