@@ -65,6 +65,19 @@ impl App {
 
     /// Opens a frontend.
     pub fn frontend(&self, kind: FrontendKind, foreground: bool) -> Result<Box<dyn Frontend>> {
+        self.frontend_mapped(kind, foreground, &Presentation::default())
+    }
+
+    /// Opens a frontend whose FUSE mounts present owners through `ids`.
+    pub fn frontend_mapped(
+        &self,
+        kind: FrontendKind,
+        foreground: bool,
+        ids: &Presentation,
+    ) -> Result<Box<dyn Frontend>> {
+        if kind == FrontendKind::Kernel && !ids.is_identity() {
+            bail!("--uidmap/--gidmap apply to the FUSE frontend (add --frontend fuse)");
+        }
         let logs = self.root().join("logs");
         std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
         let stamp = std::time::SystemTime::now()
@@ -74,6 +87,9 @@ impl App {
         let options = registry::FrontendOptions {
             foreground,
             log: Some(logs.join(format!("{kind}-{stamp}-{}.log", std::process::id()))),
+            uid_map: ids.uids.clone(),
+            gid_map: ids.gids.clone(),
+            check_permissions: ids.check_permissions,
         };
         registry::open_frontend(kind, &options)
     }
@@ -200,6 +216,45 @@ impl App {
         match image.chain_ids.last() {
             Some(top) => Ok(top.hex().to_string()),
             None => bail!("the image of container {} has no layers", c.name),
+        }
+    }
+}
+
+/// How a FUSE mount presents owners (`--uidmap`, `--gidmap`) and whether the
+/// kernel checks permissions on it.
+#[derive(Debug, Clone)]
+pub struct Presentation {
+    /// Stored → presented uids.
+    pub uids: fuse_frontend::IdMap,
+    /// Stored → presented gids.
+    pub gids: fuse_frontend::IdMap,
+    /// `default_permissions` (off only for private views this process reads whole).
+    pub check_permissions: bool,
+}
+
+impl Default for Presentation {
+    fn default() -> Self {
+        Presentation {
+            uids: Default::default(),
+            gids: Default::default(),
+            check_permissions: true,
+        }
+    }
+}
+
+impl Presentation {
+    /// Whether ids are presented as stored.
+    pub fn is_identity(&self) -> bool {
+        self.uids.is_identity() && self.gids.is_identity()
+    }
+
+    /// The mapping of a rootless container's user namespace: its root (0) is
+    /// this process's user and group.
+    pub fn root_to_caller() -> Presentation {
+        Presentation {
+            uids: fuse_frontend::IdMap::single(0, nix::unistd::geteuid().as_raw(), 1),
+            gids: fuse_frontend::IdMap::single(0, nix::unistd::getegid().as_raw(), 1),
+            check_permissions: true,
         }
     }
 }

@@ -109,6 +109,13 @@ pub enum Command {
         /// Stay in the foreground (FUSE frontend) for debugging.
         #[arg(long)]
         foreground: bool,
+        /// FUSE: present stored uids through CONTAINER:HOST:LEN ranges
+        /// (fuse-overlayfs's uidmapping), e.g. `0:1000:1` shows root's files as uid 1000's.
+        #[arg(long, value_name = "MAP")]
+        uidmap: Option<fuse_frontend::IdMap>,
+        /// FUSE: the same for gids.
+        #[arg(long, value_name = "MAP")]
+        gidmap: Option<fuse_frontend::IdMap>,
         /// Image or container.
         target: String,
         /// An existing directory.
@@ -168,6 +175,13 @@ pub enum Command {
         /// Tear the bundle down instead (unmount DIR/rootfs, remove config.json).
         #[arg(long)]
         remove: bool,
+        /// FUSE: uid mapping of the root filesystem (default for an unprivileged
+        /// user: `0:UID:1`, the rootless container's user namespace).
+        #[arg(long, value_name = "MAP")]
+        uidmap: Option<fuse_frontend::IdMap>,
+        /// FUSE: gid mapping of the root filesystem (default when unprivileged: `0:GID:1`).
+        #[arg(long, value_name = "MAP")]
+        gidmap: Option<fuse_frontend::IdMap>,
         /// Image (mounted read-only) or container (read-write); not with --remove.
         #[arg(required_unless_present = "remove")]
         target: Option<String>,

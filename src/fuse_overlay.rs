@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use fuse_frontend::IdMap;
 
 /// The names under which `lamina` acts as a fuse-overlayfs replacement.
 pub const PROGRAM_NAMES: &[&str] = &["lamina-fuse-overlay", "fuse-overlayfs"];
@@ -64,6 +65,13 @@ pub struct FuseOverlayArgs {
     pub mountpoint: PathBuf,
     /// Options accepted but not acted upon, for the log.
     pub ignored: Vec<String>,
+    /// `uidmapping=CONTAINER:HOST:LEN[:...]`.
+    pub uid_map: IdMap,
+    /// `gidmapping=CONTAINER:HOST:LEN[:...]`.
+    pub gid_map: IdMap,
+    /// `xattr_permissions=2`: owners, modes and device nodes are kept in
+    /// `user.containers.override_stat` (an unprivileged store).
+    pub xattr_permissions: bool,
 }
 
 /// Splits a `lowerdir` value on `:` (a `\:` is a literal colon, as overlay allows).
@@ -170,6 +178,22 @@ impl FuseOverlayArgs {
                 b"upperdir" => self.upper = Some(path(val)?),
                 b"workdir" => self.work = Some(path(val)?),
                 b"ro" => self.read_only = true,
+                b"uidmapping" | b"gidmapping" => {
+                    let text = String::from_utf8_lossy(val.context("a mapping needs a value")?);
+                    let map: IdMap = text.parse()?;
+                    if key == b"uidmapping" {
+                        self.uid_map = map;
+                    } else {
+                        self.gid_map = map;
+                    }
+                }
+                b"xattr_permissions" => match val {
+                    Some(b"0") => self.xattr_permissions = false,
+                    Some(b"2") => self.xattr_permissions = true,
+                    _ => bail!(
+                        "xattr_permissions: only 0 and 2 (user.containers.override_stat) are supported"
+                    ),
+                },
                 _ => {
                     let name = String::from_utf8_lossy(key).to_string();
                     if IGNORED_OPTIONS.contains(&name.as_str()) || name.starts_with("x-") {
@@ -215,6 +239,24 @@ mod tests {
         assert_eq!(a.lowers, vec![PathBuf::from("/a:b"), PathBuf::from("/c,d")]);
         assert!(a.read_only, "no upper: read-only");
         assert!(a.foreground);
+    }
+
+    #[test]
+    fn id_mappings_parse_like_fuse_overlayfs() {
+        let a = FuseOverlayArgs::parse(&args(&[
+            "-o",
+            "lowerdir=/l,uidmapping=0:1000:1:1:100000:65536,gidmapping=0:1000:1,xattr_permissions=2",
+            "/m",
+        ]))
+        .unwrap();
+        assert_eq!(a.uid_map.to_host(0), 1000);
+        assert_eq!(a.uid_map.to_host(2), 100001);
+        assert_eq!(a.gid_map.to_host(1), fuse_frontend::OVERFLOW_ID);
+        assert!(a.xattr_permissions);
+        let err = FuseOverlayArgs::parse(&args(&["-o", "lowerdir=/l,uidmapping=0:1", "/m"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("triples"), "{err}");
     }
 
     #[test]

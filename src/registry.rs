@@ -10,7 +10,7 @@ use drivers::overlay2::Overlay2Driver;
 use drivers::squashfs::SquashfsDriver;
 use drivers::vfs::VfsDriver;
 use drivers::{Driver, Frontend, FrontendKind};
-use fuse_frontend::{FuseFrontend, FuseOptions};
+use fuse_frontend::{FuseFrontend, FuseOptions, IdMap};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -20,13 +20,10 @@ pub const DRIVER_NAMES: &[&str] = &["overlay2", "aufs", "vfs", "squashfs"];
 /// Opens driver `name` over the store at `root`.
 pub fn open_driver(name: &str, root: &Path) -> Result<Box<dyn Driver>> {
     match name {
-        "vfs" => Ok(Box::new(VfsDriver::new(root)?)),
-        "overlay2" => Ok(Box::new(Overlay2Driver::new(root)?)),
-        "squashfs" => Ok(Box::new(SquashfsDriver::new(root)?)),
-        "aufs" => Ok(Box::new(AufsDriver::new(
-            root,
-            Some(Arc::new(FuseStackViewer)),
-        )?)),
+        "vfs" => Ok(Box::new(VfsDriver::new(root)?.with_viewer(viewer()))),
+        "overlay2" => Ok(Box::new(Overlay2Driver::new(root)?.with_viewer(viewer()))),
+        "squashfs" => Ok(Box::new(SquashfsDriver::new(root)?.with_viewer(viewer()))),
+        "aufs" => Ok(Box::new(AufsDriver::new(root, Some(viewer()))?)),
         other => bail!(
             "unknown driver {other:?} (known: {})",
             DRIVER_NAMES.join(", ")
@@ -34,8 +31,14 @@ pub fn open_driver(name: &str, root: &Path) -> Result<Box<dyn Driver>> {
     }
 }
 
+/// The viewer every driver gets for the diffs it cannot compute on kernel mounts.
+fn viewer() -> Arc<dyn StackViewer> {
+    Arc::new(FuseStackViewer)
+}
+
 /// Read-only merged views for diffs, served by the FUSE frontend from threads of
 /// this process (drivers whose layers the kernel cannot stack use them).
+#[derive(Debug)]
 struct FuseStackViewer;
 
 impl StackViewer for FuseStackViewer {
@@ -44,8 +47,11 @@ impl StackViewer for FuseStackViewer {
         spec: drivers::MountSpec,
         target: &Path,
     ) -> drivers::Result<Box<dyn std::any::Any>> {
+        // A private view (inside the store, for this user only) that a diff
+        // must read whole, whatever the modes of the files in it.
         let options = FuseOptions {
             allow_other: false,
+            check_permissions: false,
             ..FuseOptions::default()
         };
         Ok(Box::new(fuse_frontend::spawn_mount(
@@ -55,12 +61,30 @@ impl StackViewer for FuseStackViewer {
 }
 
 /// How a frontend is to serve the mounts it makes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct FrontendOptions {
     /// Serve in this process until unmounted (FUSE, for debugging).
     pub foreground: bool,
     /// Where a FUSE daemon writes its log.
     pub log: Option<PathBuf>,
+    /// Uid mapping of FUSE mounts (stored → presented ids).
+    pub uid_map: IdMap,
+    /// Gid mapping of FUSE mounts.
+    pub gid_map: IdMap,
+    /// `default_permissions` on FUSE mounts.
+    pub check_permissions: bool,
+}
+
+impl Default for FrontendOptions {
+    fn default() -> Self {
+        FrontendOptions {
+            foreground: false,
+            log: None,
+            uid_map: IdMap::default(),
+            gid_map: IdMap::default(),
+            check_permissions: true,
+        }
+    }
 }
 
 /// The frontend of the given kind.
@@ -74,6 +98,9 @@ pub fn open_frontend(kind: FrontendKind, options: &FrontendOptions) -> Result<Bo
             Ok(Box::new(FuseFrontend::new(FuseOptions {
                 foreground: options.foreground,
                 log: options.log.clone(),
+                uid_map: options.uid_map.clone(),
+                gid_map: options.gid_map.clone(),
+                check_permissions: options.check_permissions,
                 ..FuseOptions::default()
             })))
         }

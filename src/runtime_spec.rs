@@ -69,12 +69,25 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32)> {
     Ok((uid, gid))
 }
 
-/// The runtime spec for a bundle whose root filesystem is `rootfs`.
+/// Who runs a rootless container: the host uid and gid its root maps to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RootlessUser {
+    /// Host uid of the container's root.
+    pub uid: u32,
+    /// Host gid of the container's root group.
+    pub gid: u32,
+}
+
+/// The runtime spec for a bundle whose root filesystem is `rootfs`. With
+/// `rootless`, the container gets a user namespace mapping its root to that
+/// user (what `runc --rootless` and `runc spec --rootless` expect): no network
+/// namespace of its own, `/sys` bound from the host.
 pub fn runtime_spec(
     config: &ImageConfig,
     rootfs: &Path,
     read_only: bool,
     hostname: &str,
+    rootless: Option<RootlessUser>,
 ) -> Result<Value> {
     let c = &config.config;
     let mut args: Vec<String> = c.entrypoint.clone().unwrap_or_default();
@@ -93,7 +106,7 @@ pub fn runtime_spec(
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "/".into());
     let caps: Vec<&str> = DEFAULT_CAPABILITIES.to_vec();
-    Ok(json!({
+    let mut spec = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
@@ -120,12 +133,45 @@ pub fn runtime_spec(
                             "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
         }
-    }))
+    });
+    if let Some(user) = rootless {
+        let linux = &mut spec["linux"];
+        linux["namespaces"] = json!([{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "user"}]);
+        linux["uidMappings"] = json!([{"containerID": 0, "hostID": user.uid, "size": 1}]);
+        linux["gidMappings"] = json!([{"containerID": 0, "hostID": user.gid, "size": 1}]);
+        let mounts = spec["mounts"].as_array_mut().expect("mounts is an array");
+        for m in mounts.iter_mut() {
+            if m["destination"] == "/sys" {
+                *m = json!({"destination": "/sys", "type": "none", "source": "/sys",
+                            "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]});
+            }
+        }
+    }
+    Ok(spec)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rootless_specs_map_root_to_the_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let config: ImageConfig =
+            serde_json::from_str(r#"{"config":{"Cmd":["/bin/sh"]}}"#).unwrap();
+        let user = RootlessUser {
+            uid: 1234,
+            gid: 567,
+        };
+        let spec = runtime_spec(&config, dir.path(), false, "h", Some(user)).unwrap();
+        assert_eq!(spec["linux"]["uidMappings"][0]["hostID"], 1234);
+        assert_eq!(spec["linux"]["gidMappings"][0]["hostID"], 567);
+        let namespaces = spec["linux"]["namespaces"].to_string();
+        assert!(namespaces.contains("user") && !namespaces.contains("network"));
+        let plain = runtime_spec(&config, dir.path(), false, "h", None).unwrap();
+        assert!(plain["linux"].get("uidMappings").is_none());
+        assert!(plain["linux"]["namespaces"].to_string().contains("network"));
+    }
 
     #[test]
     fn users_resolve_by_name_and_number() {

@@ -30,6 +30,7 @@ use crate::error::{DriverError, IoContext, Result};
 use crate::fsutil::{self, clean_components, join_components, Meta};
 use crate::layer::{FileKind, OCI_OPAQUE, OCI_WHITEOUT_PREFIX};
 use crate::mount::WhiteoutFormat;
+use crate::ownership::{self, OverrideStat, Ownership, Target};
 use crate::tar_reader::{TarEntry, TarKind, TarReader};
 use crate::xattr::{self, XattrTarget};
 
@@ -71,11 +72,23 @@ impl From<WhiteoutFormat> for WhiteoutMode {
 /// root-owned). `trusted.overlay.*`/`user.overlay.*` xattrs in the tar are
 /// dropped. A corrupt or truncated tar yields [`DriverError::BadLayer`].
 pub fn apply_layer(root: &Path, tar: &mut dyn Read, mode: WhiteoutMode) -> Result<ApplyStats> {
+    apply_layer_as(root, tar, mode, Ownership::Native)
+}
+
+/// [`apply_layer`] into a store whose owners, modes and device nodes are kept as
+/// `ownership` says (see [`crate::ownership`]).
+pub fn apply_layer_as(
+    root: &Path,
+    tar: &mut dyn Read,
+    mode: WhiteoutMode,
+    ownership: Ownership,
+) -> Result<ApplyStats> {
     let root_fd = fsutil::open_dir(root).ctx("open layer root", root)?;
     let mut applier = Applier {
         root: root_fd,
         root_path: root.to_path_buf(),
         mode,
+        ownership,
         created: HashSet::new(),
         created_ancestors: HashSet::new(),
         dir_times: HashMap::new(),
@@ -193,8 +206,8 @@ fn parse_entry(entry: TarEntry) -> Result<EntryInfo> {
     let gid = to_u32("gid", entry.gid)?;
     let mut xattrs = Vec::with_capacity(entry.xattrs.len());
     for (name, value) in entry.xattrs {
-        if xattr::is_overlay_xattr(&name) {
-            warn!(path = %shown, xattr = ?name, "dropping overlay xattr carried by the layer");
+        if xattr::is_overlay_xattr(&name) || ownership::is_override_xattr(&name) {
+            warn!(path = %shown, xattr = ?name, "dropping storage xattr carried by the layer");
             continue;
         }
         xattrs.push((name, value));
@@ -218,6 +231,7 @@ struct Applier {
     root: OwnedFd,
     root_path: PathBuf,
     mode: WhiteoutMode,
+    ownership: Ownership,
     /// Paths created by this tar (whiteouts never remove them).
     created: HashSet<PathBuf>,
     /// Ancestors of created paths.
@@ -228,6 +242,19 @@ struct Applier {
     parent_cache: Option<(PathBuf, Rc<OwnedFd>)>,
     stats: ApplyStats,
     buf: Vec<u8>,
+}
+
+impl EntryInfo {
+    /// The owner and mode the entry asks for, as an object of type `kind`.
+    fn wanted(&self, kind: FileKind, rdev: u64) -> OverrideStat {
+        OverrideStat {
+            uid: self.uid,
+            gid: self.gid,
+            mode: self.mode & 0o7777,
+            kind,
+            rdev,
+        }
+    }
 }
 
 impl Applier {
@@ -257,7 +284,8 @@ impl Applier {
             EntryKind::Symlink(target) => {
                 self.clear_slot(pfd, name, &rel, false)?;
                 fsutil::symlink_at(target, pfd, name).map_err(|e| self.io("symlink", &rel, e))?;
-                self.set_meta_at(pfd, name, &rel, &info)?;
+                let link = FileKind::Symlink;
+                self.set_meta_at(pfd, name, &rel, &info, link, &info.wanted(link, 0))?;
             }
             EntryKind::Hardlink(target) => {
                 if *target == info.components {
@@ -275,15 +303,18 @@ impl Applier {
             }
             EntryKind::Device(kind, rdev) => {
                 self.clear_slot(pfd, name, &rel, false)?;
-                fsutil::mknod_at(pfd, name, *kind, info.mode, *rdev)
+                let real = self
+                    .ownership
+                    .make_node(pfd, name, *kind, info.mode, *rdev)
                     .map_err(|e| self.io("mknod", &rel, e))?;
-                self.set_meta_at(pfd, name, &rel, &info)?;
+                self.set_meta_at(pfd, name, &rel, &info, real, &info.wanted(*kind, *rdev))?;
             }
             EntryKind::Fifo => {
                 self.clear_slot(pfd, name, &rel, false)?;
                 fsutil::mknod_at(pfd, name, FileKind::Fifo, info.mode, 0)
                     .map_err(|e| self.io("mkfifo", &rel, e))?;
-                self.set_meta_at(pfd, name, &rel, &info)?;
+                let fifo = FileKind::Fifo;
+                self.set_meta_at(pfd, name, &rel, &info, fifo, &info.wanted(fifo, 0))?;
             }
         }
         self.mark_created(rel);
@@ -336,8 +367,10 @@ impl Applier {
         info: &EntryInfo,
         existed: bool,
     ) -> Result<()> {
-        fsutil::chown_fd(fd, info.uid, info.gid).map_err(|e| self.io("chown", rel, e))?;
-        fsutil::chmod_fd(fd, info.mode).map_err(|e| self.io("chmod", rel, e))?;
+        let dir = FileKind::Directory;
+        self.ownership
+            .set(Target::Fd(fd), dir, &info.wanted(dir, 0))
+            .map_err(|e| self.io("set owner and mode", rel, e))?;
         if existed {
             // The tar describes the directory completely: drop xattrs it does not list
             // (overlay metadata is managed by the applier itself and stays).
@@ -345,7 +378,8 @@ impl Applier {
             let current = target.list().map_err(|e| self.io("list xattrs", rel, e))?;
             for (name, _) in current {
                 let listed = info.xattrs.iter().any(|(n, _)| *n == name);
-                if !listed && !xattr::is_overlay_xattr(&name) {
+                let ours = xattr::is_overlay_xattr(&name) || ownership::is_override_xattr(&name);
+                if !listed && !ours {
                     target
                         .remove(&name)
                         .map_err(|e| self.io("remove xattr", rel, e))?;
@@ -533,9 +567,10 @@ impl Applier {
     }
 
     fn set_meta_fd(&self, fd: BorrowedFd<'_>, rel: &Path, info: &EntryInfo) -> Result<()> {
-        // chown first: it clears setuid/setgid and security.capability.
-        fsutil::chown_fd(fd, info.uid, info.gid).map_err(|e| self.io("chown", rel, e))?;
-        fsutil::chmod_fd(fd, info.mode).map_err(|e| self.io("chmod", rel, e))?;
+        let file = FileKind::Regular;
+        self.ownership
+            .set(Target::Fd(fd), file, &info.wanted(file, 0))
+            .map_err(|e| self.io("set owner and mode", rel, e))?;
         self.set_xattrs(XattrTarget::Fd(fd), rel, info)?;
         fsutil::set_times_fd(fd, info.mtime, info.mtime_nsec)
             .map_err(|e| self.io("set times", rel, e))
@@ -547,9 +582,17 @@ impl Applier {
         name: &OsStr,
         rel: &Path,
         info: &EntryInfo,
+        real: FileKind,
+        want: &OverrideStat,
     ) -> Result<()> {
-        fsutil::chown_at(pfd, name, info.uid, info.gid).map_err(|e| self.io("chown", rel, e))?;
-        fsutil::chmod_at(pfd, name, info.mode).map_err(|e| self.io("chmod", rel, e))?;
+        self.ownership
+            .set(Target::At(pfd, name), real, want)
+            .map_err(|e| self.io("set owner and mode", rel, e))?;
+        if real == FileKind::Symlink && !self.ownership.is_native() {
+            // No user.* xattrs on symlinks.
+            return fsutil::set_times_at(pfd, name, info.mtime, info.mtime_nsec)
+                .map_err(|e| self.io("set times", rel, e));
+        }
         self.set_xattrs(XattrTarget::At(pfd, name), rel, info)?;
         fsutil::set_times_at(pfd, name, info.mtime, info.mtime_nsec)
             .map_err(|e| self.io("set times", rel, e))
@@ -625,7 +668,16 @@ impl Applier {
                     let name = &components[depth - 1];
                     match fsutil::mkdir_at(current.as_fd(), name, 0o755) {
                         Ok(()) => {
-                            fsutil::chown_at(current.as_fd(), name, 0, 0)
+                            let dir = FileKind::Directory;
+                            let root_owned = OverrideStat {
+                                uid: 0,
+                                gid: 0,
+                                mode: 0o755,
+                                kind: dir,
+                                rdev: 0,
+                            };
+                            self.ownership
+                                .set(Target::At(current.as_fd(), name), dir, &root_owned)
                                 .map_err(|e| self.io("chown", &prefix, e))?;
                         }
                         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use tracing::info;
 
-use crate::apply::{apply_layer, WhiteoutMode};
+use crate::apply::{apply_layer_as, WhiteoutMode};
 use crate::changes::changes_between;
 use crate::dirlayer::DirLayer;
 use crate::driver::{driver_home, validate_id, ApplyStats, Change, Driver, DriverStatus, LayerId};
@@ -35,8 +35,9 @@ use crate::export::{plan_size, write_plan, DiffPlan};
 use crate::fsutil;
 use crate::kernel::kernel_has_filesystem;
 use crate::layer::{LayerReader, OCI_OPAQUE};
-use crate::merged_diff::{self, DiffViews};
+use crate::merged_diff;
 use crate::mount::{FrontendKind, MountSpec, StackViewer, WhiteoutFormat};
+use crate::ownership::Ownership;
 
 const NAME: &str = "aufs";
 
@@ -44,6 +45,7 @@ const NAME: &str = "aufs";
 pub struct AufsDriver {
     home: PathBuf,
     viewer: Option<Arc<dyn StackViewer>>,
+    ownership: Ownership,
 }
 
 impl std::fmt::Debug for AufsDriver {
@@ -65,7 +67,12 @@ impl AufsDriver {
             fs::create_dir_all(&p).ctx("create driver directory", &p)?;
         }
         fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).ctx("chmod", &home)?;
-        Ok(AufsDriver { home, viewer })
+        let ownership = Ownership::for_store(store_root).ctx("open store", store_root)?;
+        Ok(AufsDriver {
+            home,
+            viewer,
+            ownership,
+        })
     }
 
     /// The directory holding layer `id`'s own files.
@@ -105,7 +112,7 @@ impl AufsDriver {
         ids.iter()
             .map(|id| {
                 let dir = self.diff_dir(id);
-                DirLayer::open(&dir, WhiteoutFormat::Aufs)
+                DirLayer::open_as(&dir, WhiteoutFormat::Aufs, self.ownership)
                     .map(|l| Arc::new(l) as Arc<dyn LayerReader>)
                     .ctx("open layer", dir)
             })
@@ -179,27 +186,17 @@ impl AufsDriver {
                 parent.unwrap_or("nothing")
             )));
         }
-        let viewer = self.viewer.as_ref().ok_or_else(|| {
-            DriverError::Unsupported(
-                "aufs diffs need the FUSE frontend to serve merged views".into(),
-            )
-        })?;
-        let views = DiffViews::create(&self.home.join("views"))?;
-        let stack = |ids: &[String]| -> Result<MountSpec> {
-            Ok(MountSpec::Stack {
-                lowers: self.readers(ids)?,
-                upper: None,
-                whiteouts: WhiteoutFormat::Aufs,
-            })
-        };
-        let old = viewer.view(stack(&ancestors)?, &views.old())?;
         let mut all = vec![id.to_string()];
-        all.extend(ancestors);
-        let new = viewer.view(stack(&all)?, &views.new_view())?;
-        let result = f(&views.old(), &views.new_view());
-        drop(new);
-        drop(old);
-        result
+        all.extend(ancestors.iter().cloned());
+        merged_diff::with_stack_views(
+            self.viewer.as_ref(),
+            &self.home.join("views"),
+            self.readers(&ancestors)?,
+            self.readers(&all)?,
+            WhiteoutFormat::Aufs,
+            self.ownership,
+            f,
+        )
     }
 
     fn plan(&self, id: &LayerId, old: &Path, new: &Path) -> Result<DiffPlan> {
@@ -268,7 +265,9 @@ impl Driver for AufsDriver {
     fn supports(&self, frontend: FrontendKind) -> std::result::Result<(), String> {
         match frontend {
             FrontendKind::Fuse => Ok(()),
-            FrontendKind::Kernel if kernel_has_filesystem("aufs") => Ok(()),
+            FrontendKind::Kernel if kernel_has_filesystem("aufs") => {
+                crate::kernel::kernel_mounts_usable(self.ownership)
+            }
             FrontendKind::Kernel => Err("unavailable on this kernel: it has no aufs (see /proc/filesystems); --frontend fuse works".into()),
         }
     }
@@ -337,7 +336,7 @@ impl Driver for AufsDriver {
         diff: &mut dyn Read,
     ) -> Result<ApplyStats> {
         self.build(id, parent, false, |dir| {
-            apply_layer(dir, diff, WhiteoutMode::Aufs)
+            apply_layer_as(dir, diff, WhiteoutMode::Aufs, self.ownership)
         })
     }
 
@@ -396,6 +395,7 @@ impl Driver for AufsDriver {
                     lowers: self.readers(&lower_ids)?,
                     upper: (!read_only).then(|| (self.diff_dir(id), self.work_dir(id))),
                     whiteouts: WhiteoutFormat::Aufs,
+                    ownership: self.ownership,
                 })
             }
         }
@@ -405,7 +405,7 @@ impl Driver for AufsDriver {
         self.checked(id)?;
         let dir = self.diff_dir(id);
         Ok(Box::new(
-            DirLayer::open(&dir, WhiteoutFormat::Aufs).ctx("open layer", dir)?,
+            DirLayer::open_as(&dir, WhiteoutFormat::Aufs, self.ownership).ctx("open layer", dir)?,
         ))
     }
 

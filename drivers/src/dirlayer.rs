@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use crate::fsutil::{self, clean_components, join_components, Meta};
 use crate::layer::{DirEntry, Entry, FileKind, LayerReader, OCI_OPAQUE, OCI_WHITEOUT_PREFIX};
 use crate::mount::WhiteoutFormat;
+use crate::ownership::{self, Ownership, Target};
 use crate::xattr::{self, XattrTarget};
 
 /// A layer stored as a directory, read through descriptors.
@@ -27,6 +28,7 @@ pub struct DirLayer {
     root: PathBuf,
     root_fd: OwnedFd,
     format: WhiteoutFormat,
+    ownership: Ownership,
 }
 
 /// Where an entry of the layer lives: its parent directory and name, or the root.
@@ -54,7 +56,30 @@ impl DirLayer {
             root: dir.to_path_buf(),
             root_fd: fsutil::open_dir(dir)?,
             format,
+            ownership: Ownership::Native,
         })
+    }
+
+    /// Opens the layer directory `dir` of a store whose owners, modes and device
+    /// nodes are kept as `ownership` says.
+    pub fn open_as(
+        dir: &Path,
+        format: WhiteoutFormat,
+        ownership: Ownership,
+    ) -> io::Result<DirLayer> {
+        Ok(DirLayer::open(dir, format)?.with_ownership(ownership))
+    }
+
+    /// Reads owners, modes and device nodes as a store with `ownership` keeps them.
+    pub fn with_ownership(mut self, ownership: Ownership) -> DirLayer {
+        self.ownership = ownership;
+        self
+    }
+
+    /// `meta` of the object `target` as the image gives it.
+    fn present(&self, target: Target<'_>, mut meta: Meta) -> io::Result<Meta> {
+        self.ownership.present(target, &mut meta)?;
+        Ok(meta)
     }
 
     /// The whiteout format this layer is read in.
@@ -177,12 +202,14 @@ impl LayerReader for DirLayer {
         };
         match location {
             Location::Root => {
-                let meta = fsutil::stat_fd(self.root_fd.as_fd())?;
+                let root = self.root_fd.as_fd();
+                let meta = self.present(Target::Fd(root), fsutil::stat_fd(root)?)?;
                 let opaque = self.is_opaque(None, OsStr::new(""))?;
                 Ok(Some(self.entry_from(&meta, opaque)))
             }
             Location::In(dir, name) => match fsutil::stat_at(dir.as_fd(), &name)? {
                 Some(meta) => {
+                    let meta = self.present(Target::At(dir.as_fd(), &name), meta)?;
                     let opaque = meta.is_dir() && self.is_opaque(Some(dir.as_fd()), &name)?;
                     Ok(Some(self.entry_from(&meta, opaque)))
                 }
@@ -226,9 +253,13 @@ impl LayerReader for DirLayer {
                 }
                 continue;
             }
-            let Some(meta) = fsutil::stat_at(dir.as_fd(), name)? else {
+            let Some(mut meta) = fsutil::stat_at(dir.as_fd(), name)? else {
                 continue;
             };
+            if !self.ownership.is_native() && meta.kind == FileKind::Regular && meta.size == 0 {
+                // It may stand in for a device node.
+                meta = self.present(Target::At(dir.as_fd(), name), meta)?;
+            }
             out.push(DirEntry {
                 name: name.clone(),
                 kind: self.entry_from(&meta, false).kind,
@@ -267,7 +298,7 @@ impl LayerReader for DirLayer {
         };
         Ok(all
             .into_iter()
-            .filter(|(n, _)| !xattr::is_overlay_xattr(n))
+            .filter(|(n, _)| !xattr::is_overlay_xattr(n) && !ownership::is_override_xattr(n))
             .collect())
     }
 

@@ -22,6 +22,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use crate::error::{DriverError, Result};
 use crate::mount::{Frontend, FrontendKind, MountSpec};
 use crate::mount_table::MountInfo;
+use crate::ownership::Ownership;
 
 /// The most lower layers the kernel's overlayfs stacks (`OVL_MAX_STACK`).
 pub const OVERLAY_MAX_LOWERS: usize = 500;
@@ -153,6 +154,25 @@ pub fn overlay_usable() -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Whether kernel mounts can serve a store that keeps owners as `ownership`
+/// says, for this process: they need root, and they cannot present owners an
+/// unprivileged store keeps in xattrs.
+pub fn kernel_mounts_usable(ownership: Ownership) -> std::result::Result<(), String> {
+    if !ownership.is_native() {
+        return Err(
+            "this store belongs to an unprivileged user (owners are kept in \
+             user.containers.override_stat xattrs, which only the FUSE frontend presents); \
+             use --frontend fuse"
+                .into(),
+        );
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("kernel mounts need root here; use --frontend fuse".into());
+    }
+    Ok(())
+}
+
 /// Whether the running kernel lists `fstype` in `/proc/filesystems`.
 pub fn kernel_has_filesystem(fstype: &str) -> bool {
     std::fs::read_to_string("/proc/filesystems")
@@ -212,6 +232,11 @@ pub fn umount_retrying_busy(target: &Path) -> nix::Result<()> {
 pub fn unmount(target: &Path) -> Result<()> {
     match umount_retrying_busy(target) {
         Ok(()) => Ok(()),
+        // SAFETY: geteuid has no preconditions.
+        Err(nix::errno::Errno::EPERM) if unsafe { libc::geteuid() } != 0 => {
+            // An unprivileged user's own FUSE mounts come off through the setuid helper.
+            fusermount_unmount(target)
+        }
         Err(nix::errno::Errno::ENOTCONN) => {
             umount2(target, MntFlags::MNT_DETACH).map_err(|e| mount_err(target, "lazy unmount", e))
         }
@@ -222,6 +247,40 @@ pub fn unmount(target: &Path) -> Result<()> {
         )),
         Err(e) => Err(mount_err(target, "unmount", e)),
     }
+}
+
+/// The setuid helper that mounts and unmounts FUSE filesystems for unprivileged users.
+pub const FUSERMOUNT: &str = "fusermount3";
+
+/// Unmounts the calling user's FUSE mount `target` with `fusermount3 -u`
+/// (lazily when its server is gone).
+pub fn fusermount_unmount(target: &Path) -> Result<()> {
+    let dead = matches!(
+        std::fs::metadata(target).map_err(|e| e.raw_os_error()),
+        Err(Some(libc::ENOTCONN)) | Err(Some(libc::ECONNABORTED))
+    );
+    let mut command = std::process::Command::new(FUSERMOUNT);
+    command.arg("-u").arg("-q");
+    if dead {
+        command.arg("-z");
+    }
+    let output = command.arg("--").arg(target).output().map_err(|e| {
+        mount_err(
+            target,
+            "unmount",
+            format!("cannot run {FUSERMOUNT} (install the fuse3 package): {e}"),
+        )
+    })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let reason = if stderr.contains("busy") {
+        "target is busy (a process has files open or its working directory there)".to_string()
+    } else {
+        format!("{FUSERMOUNT} -u failed: {}", stderr.trim())
+    };
+    Err(mount_err(target, "unmount", reason))
 }
 
 fn cstring(s: impl AsRef<[u8]>) -> Result<CString> {

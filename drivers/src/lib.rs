@@ -24,6 +24,7 @@ mod merged_diff;
 pub mod mount;
 pub mod mount_table;
 pub mod overlay2;
+pub mod ownership;
 pub mod squashfs;
 pub mod tar_reader;
 pub mod vfs;

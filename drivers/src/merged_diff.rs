@@ -15,12 +15,17 @@ use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
-use crate::error::{IoContext, Result};
+use crate::dirlayer::DirLayer;
+use crate::error::{DriverError, IoContext, Result};
 use crate::export::DiffPlan;
 use crate::fsutil;
 use crate::kernel;
+use crate::layer::LayerReader;
+use crate::mount::{MountSpec, StackViewer, WhiteoutFormat};
 use crate::mount_table::MountInfo;
+use crate::ownership::Ownership;
 use crate::xattr::{self, XattrTarget};
+use std::sync::Arc;
 
 /// Whether process `pid` is alive.
 pub(crate) fn pid_alive(pid: u32) -> bool {
@@ -89,6 +94,45 @@ impl Drop for DiffViews {
             warn!(dir = %self.dir.display(), error = %e, "cannot remove a diff view directory");
         }
     }
+}
+
+/// Runs `f` on read-only merged views of the layer stacks `old` and `new` (top
+/// first) served by `viewer` (the FUSE frontend): for drivers whose layers the
+/// kernel cannot stack here (aufs without kernel aufs; every driver of an
+/// unprivileged store, whose owners only a FUSE view presents). An empty `old`
+/// is an empty tree.
+pub(crate) fn with_stack_views<T>(
+    viewer: Option<&Arc<dyn StackViewer>>,
+    views_root: &Path,
+    old: Vec<Arc<dyn LayerReader>>,
+    new: Vec<Arc<dyn LayerReader>>,
+    whiteouts: WhiteoutFormat,
+    ownership: Ownership,
+    f: impl FnOnce(&Path, &Path) -> Result<T>,
+) -> Result<T> {
+    let viewer = viewer.ok_or_else(|| {
+        DriverError::Unsupported("this diff needs the FUSE frontend to serve merged views".into())
+    })?;
+    let views = DiffViews::create(views_root)?;
+    let stack = |mut lowers: Vec<Arc<dyn LayerReader>>| -> Result<MountSpec> {
+        if lowers.is_empty() {
+            let empty = views.subdir("empty")?;
+            let layer = DirLayer::open(&empty, WhiteoutFormat::None).ctx("open layer", &empty)?;
+            lowers.push(Arc::new(layer));
+        }
+        Ok(MountSpec::Stack {
+            lowers,
+            upper: None,
+            whiteouts,
+            ownership,
+        })
+    };
+    let old_view = viewer.view(stack(old)?, &views.old())?;
+    let new_view = viewer.view(stack(new)?, &views.new_view())?;
+    let result = f(&views.old(), &views.new_view());
+    drop(new_view);
+    drop(old_view);
+    result
 }
 
 /// Removes the entries of a driver's `staging` directory (named

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::layer::LayerReader;
+use crate::ownership::Ownership;
 
 /// Which frontend serves a mount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -95,6 +96,8 @@ pub enum MountSpec {
         upper: Option<(PathBuf, PathBuf)>,
         /// How whiteouts are written into the upper.
         whiteouts: WhiteoutFormat,
+        /// How the upper keeps owners, modes and device nodes.
+        ownership: Ownership,
     },
 }
 
@@ -127,11 +130,13 @@ impl fmt::Debug for MountSpec {
                 lowers,
                 upper,
                 whiteouts,
+                ownership,
             } => f
                 .debug_struct("Stack")
                 .field("lowers", &lowers.len())
                 .field("upper", upper)
                 .field("whiteouts", whiteouts)
+                .field("ownership", ownership)
                 .finish(),
         }
     }
@@ -152,7 +157,7 @@ pub trait Frontend: Send + Sync {
 /// lives. Drivers whose layers the kernel cannot stack (aufs on kernels without
 /// aufs) compute diffs on such views; the CLI hands them one backed by the FUSE
 /// frontend, serving from threads of the calling process.
-pub trait StackViewer: Send + Sync {
+pub trait StackViewer: Send + Sync + fmt::Debug {
     /// Mounts `spec` read-only on `target`; dropping the guard unmounts it.
     fn view(&self, spec: MountSpec, target: &Path) -> Result<Box<dyn std::any::Any>>;
 }

@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use tracing::{debug, info, warn};
 
-use crate::apply::{apply_layer, WhiteoutMode};
+use crate::apply::{apply_layer_as, WhiteoutMode};
 use crate::changes::changes_between;
 use crate::dirlayer::DirLayer;
 use crate::driver::{driver_home, validate_id, ApplyStats, Change, Driver, DriverStatus, LayerId};
@@ -40,7 +40,8 @@ use crate::fsutil;
 use crate::kernel::{self, OVERLAY_MAX_LOWERS};
 use crate::layer::LayerReader;
 use crate::merged_diff::{self, DiffViews};
-use crate::mount::{FrontendKind, MountSpec, WhiteoutFormat};
+use crate::mount::{FrontendKind, MountSpec, StackViewer, WhiteoutFormat};
+use crate::ownership::Ownership;
 
 const NAME: &str = "overlay2";
 /// Length of a layer's short name (as Docker: 26 characters).
@@ -59,6 +60,8 @@ pub const RW_OPTIONS: &[&str] = &["index=on", "redirect_dir=off", "metacopy=off"
 pub struct Overlay2Driver {
     home: PathBuf,
     userxattr: bool,
+    ownership: Ownership,
+    viewer: Option<Arc<dyn StackViewer>>,
 }
 
 impl Overlay2Driver {
@@ -73,7 +76,19 @@ impl Overlay2Driver {
         fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).ctx("chmod", &home)?;
         // SAFETY: geteuid has no preconditions.
         let userxattr = unsafe { libc::geteuid() } != 0;
-        Ok(Overlay2Driver { home, userxattr })
+        let ownership = Ownership::for_store(store_root).ctx("open store", store_root)?;
+        Ok(Overlay2Driver {
+            home,
+            userxattr: userxattr || !ownership.is_native(),
+            ownership,
+            viewer: None,
+        })
+    }
+
+    /// Serves the read-only views an unprivileged store computes diffs on.
+    pub fn with_viewer(mut self, viewer: Arc<dyn StackViewer>) -> Self {
+        self.viewer = Some(viewer);
+        self
     }
 
     /// An empty directory to stack under a lone layer.
@@ -303,9 +318,31 @@ impl Overlay2Driver {
                 parent.unwrap_or("nothing")
             )));
         }
+        let chain = self.chain(id)?;
+        if !self.ownership.is_native() {
+            // Only a FUSE view presents the owners an unprivileged store keeps in xattrs.
+            let readers = |ids: &[String]| -> Result<Vec<Arc<dyn LayerReader>>> {
+                ids.iter()
+                    .map(|lid| {
+                        let dir = self.diff_dir(lid);
+                        DirLayer::open_as(&dir, self.format(), self.ownership)
+                            .map(|l| Arc::new(l) as Arc<dyn LayerReader>)
+                            .ctx("open layer", dir)
+                    })
+                    .collect()
+            };
+            return merged_diff::with_stack_views(
+                self.viewer.as_ref(),
+                &self.home.join("views"),
+                readers(&chain[1..])?,
+                readers(&chain)?,
+                self.format(),
+                self.ownership,
+                f,
+            );
+        }
         let mut views = DiffViews::create(&self.home.join("views"))?;
         let (old, new) = (views.old(), views.new_view());
-        let chain = self.chain(id)?;
         let old_lowers = if chain.len() > 1 {
             self.lower_paths(&chain[1..])?
         } else {
@@ -377,7 +414,10 @@ impl Driver for Overlay2Driver {
 
     fn supports(&self, frontend: FrontendKind) -> std::result::Result<(), String> {
         match frontend {
-            FrontendKind::Kernel => kernel::overlay_usable(),
+            FrontendKind::Kernel => {
+                kernel::kernel_mounts_usable(self.ownership)?;
+                kernel::overlay_usable()
+            }
             FrontendKind::Fuse => Ok(()),
         }
     }
@@ -445,7 +485,9 @@ impl Driver for Overlay2Driver {
         let mode = WhiteoutMode::Overlay {
             userxattr: self.userxattr,
         };
-        self.build(id, parent, false, |dir| apply_layer(dir, diff, mode))
+        self.build(id, parent, false, |dir| {
+            apply_layer_as(dir, diff, mode, self.ownership)
+        })
     }
 
     fn diff(&self, id: &LayerId, parent: Option<&LayerId>, out: &mut dyn Write) -> Result<()> {
@@ -517,14 +559,14 @@ impl Driver for Overlay2Driver {
                     .iter()
                     .map(|lid| {
                         let dir = self.diff_dir(lid);
-                        DirLayer::open(&dir, self.format())
+                        DirLayer::open_as(&dir, self.format(), self.ownership)
                             .map(|l| Arc::new(l) as Arc<dyn LayerReader>)
                             .ctx("open layer", dir)
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let lowers = if rw && read_only {
                     let mut all = vec![Arc::new(
-                        DirLayer::open(&self.diff_dir(id), self.format())
+                        DirLayer::open_as(&self.diff_dir(id), self.format(), self.ownership)
                             .ctx("open layer", self.diff_dir(id))?,
                     ) as Arc<dyn LayerReader>];
                     all.extend(lowers);
@@ -536,6 +578,7 @@ impl Driver for Overlay2Driver {
                     lowers,
                     upper: (rw && !read_only).then(|| (self.diff_dir(id), self.work_dir(id))),
                     whiteouts: self.format(),
+                    ownership: self.ownership,
                 })
             }
         }
@@ -545,7 +588,7 @@ impl Driver for Overlay2Driver {
         self.checked(id)?;
         let dir = self.diff_dir(id);
         Ok(Box::new(
-            DirLayer::open(&dir, self.format()).ctx("open layer", dir)?,
+            DirLayer::open_as(&dir, self.format(), self.ownership).ctx("open layer", dir)?,
         ))
     }
 

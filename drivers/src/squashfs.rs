@@ -77,8 +77,9 @@ use crate::fsutil;
 use crate::kernel::{self, OVERLAY_MAX_LOWERS};
 use crate::layer::LayerReader;
 use crate::merged_diff::{self, DiffViews};
-use crate::mount::{FrontendKind, MountSpec, WhiteoutFormat};
+use crate::mount::{FrontendKind, MountSpec, StackViewer, WhiteoutFormat};
 use crate::mount_table::MountInfo;
+use crate::ownership::Ownership;
 
 const NAME: &str = "squashfs";
 
@@ -116,6 +117,8 @@ pub struct SquashfsDriver {
     userxattr: bool,
     verified: Mutex<HashSet<VerifiedKey>>,
     cache: Arc<ReaderCache>,
+    ownership: Ownership,
+    viewer: Option<Arc<dyn StackViewer>>,
 }
 
 impl SquashfsDriver {
@@ -138,13 +141,22 @@ impl SquashfsDriver {
         let home = fs::canonicalize(&home).ctx("resolve", &home)?;
         // SAFETY: geteuid has no preconditions.
         let userxattr = unsafe { libc::geteuid() } != 0;
+        let ownership = Ownership::for_store(store_root).ctx("open store", store_root)?;
         Ok(SquashfsDriver {
             home,
             cache: Arc::new(ReaderCache::new(options.cache_bytes)),
             options,
-            userxattr,
+            userxattr: userxattr || !ownership.is_native(),
             verified: Mutex::new(HashSet::new()),
+            ownership,
+            viewer: None,
         })
+    }
+
+    /// Serves the read-only views an unprivileged store computes diffs on.
+    pub fn with_viewer(mut self, viewer: Arc<dyn StackViewer>) -> Self {
+        self.viewer = Some(viewer);
+        self
     }
 
     /// The settings this driver writes and reads images with.
@@ -409,7 +421,8 @@ impl SquashfsDriver {
         for lid in self.chain(parent)? {
             if self.is_rw(&lid) {
                 let dir = self.diff_dir(&lid);
-                let layer = DirLayer::open(&dir, self.whiteouts()).ctx("open layer", &dir)?;
+                let layer = DirLayer::open_as(&dir, self.whiteouts(), self.ownership)
+                    .ctx("open layer", &dir)?;
                 out.push(links::LowerWithLinks {
                     layer: Arc::new(layer),
                     groups: Vec::new(),
@@ -529,9 +542,26 @@ impl SquashfsDriver {
                 parent.unwrap_or("nothing")
             )));
         }
+        let chain = self.chain(id)?;
+        if !self.ownership.is_native() {
+            // No loop mounts without privileges: FUSE views read the images in-process.
+            let readers = |ids: &[String]| -> Result<Vec<Arc<dyn LayerReader>>> {
+                ids.iter()
+                    .map(|lid| self.layer_reader(lid).map(Arc::from))
+                    .collect()
+            };
+            return merged_diff::with_stack_views(
+                self.viewer.as_ref(),
+                &self.home.join("views"),
+                readers(&chain[1..])?,
+                readers(&chain)?,
+                self.whiteouts(),
+                self.ownership,
+                f,
+            );
+        }
         let mut views = DiffViews::create(&self.home.join("views"))?;
         let (old, new) = (views.old(), views.new_view());
-        let chain = self.chain(id)?;
         // Private layer mounts: shared ones belong to the mount table.
         let lower_dir = |views: &mut DiffViews, lid: &str| -> Result<PathBuf> {
             if self.is_rw(lid) {
@@ -677,6 +707,7 @@ impl Driver for SquashfsDriver {
     fn supports(&self, frontend: FrontendKind) -> std::result::Result<(), String> {
         match frontend {
             FrontendKind::Kernel => {
+                kernel::kernel_mounts_usable(self.ownership)?;
                 kernel::overlay_usable()?;
                 if !kernel_has_squashfs() {
                     return Err("this kernel cannot mount squashfs; use --frontend fuse".into());
@@ -844,14 +875,16 @@ impl Driver for SquashfsDriver {
                 if rw && read_only {
                     let dir = self.diff_dir(id);
                     lowers.push(Arc::new(
-                        DirLayer::open(&dir, self.whiteouts()).ctx("open layer", &dir)?,
+                        DirLayer::open_as(&dir, self.whiteouts(), self.ownership)
+                            .ctx("open layer", &dir)?,
                     ));
                 }
                 for lid in lower_ids {
                     if self.is_rw(lid) {
                         let dir = self.diff_dir(lid);
                         lowers.push(Arc::new(
-                            DirLayer::open(&dir, self.whiteouts()).ctx("open layer", &dir)?,
+                            DirLayer::open_as(&dir, self.whiteouts(), self.ownership)
+                                .ctx("open layer", &dir)?,
                         ));
                     } else {
                         lowers.push(Arc::new(self.open_layer(lid)?));
@@ -861,6 +894,7 @@ impl Driver for SquashfsDriver {
                     lowers,
                     upper: (rw && !read_only).then(|| (self.diff_dir(id), self.work_dir(id))),
                     whiteouts: self.whiteouts(),
+                    ownership: self.ownership,
                 })
             }
         }
@@ -871,7 +905,8 @@ impl Driver for SquashfsDriver {
         if self.is_rw(id) {
             let dir = self.diff_dir(id);
             return Ok(Box::new(
-                DirLayer::open(&dir, self.whiteouts()).ctx("open layer", &dir)?,
+                DirLayer::open_as(&dir, self.whiteouts(), self.ownership)
+                    .ctx("open layer", &dir)?,
             ));
         }
         Ok(Box::new(self.open_layer(id)?))

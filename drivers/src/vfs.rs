@@ -22,7 +22,7 @@ use std::sync::{Arc, OnceLock};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use crate::apply::{apply_layer, WhiteoutMode};
+use crate::apply::{apply_layer_as, WhiteoutMode};
 use crate::changes::changes_between;
 use crate::copy::{copy_tree, reflink_supported};
 use crate::dirlayer::DirLayer;
@@ -30,8 +30,11 @@ use crate::driver::{driver_home, validate_id, ApplyStats, Change, Driver, Driver
 use crate::error::{DriverError, IoContext, Result};
 use crate::export::{diff_size, write_layer_diff};
 use crate::fsutil;
+use crate::kernel;
 use crate::layer::LayerReader;
-use crate::mount::{FrontendKind, MountSpec, WhiteoutFormat};
+use crate::merged_diff;
+use crate::mount::{FrontendKind, MountSpec, StackViewer, WhiteoutFormat};
+use crate::ownership::Ownership;
 
 /// The driver's name.
 const NAME: &str = "vfs";
@@ -48,6 +51,8 @@ struct LayerMeta {
 pub struct VfsDriver {
     home: PathBuf,
     reflink: OnceLock<bool>,
+    ownership: Ownership,
+    viewer: Option<Arc<dyn StackViewer>>,
 }
 
 impl VfsDriver {
@@ -62,7 +67,49 @@ impl VfsDriver {
         Ok(VfsDriver {
             home,
             reflink: OnceLock::new(),
+            ownership: Ownership::for_store(store_root).ctx("open store", store_root)?,
+            viewer: None,
         })
+    }
+
+    /// Serves the read-only views an unprivileged store computes diffs on.
+    pub fn with_viewer(mut self, viewer: Arc<dyn StackViewer>) -> Self {
+        self.viewer = Some(viewer);
+        self
+    }
+
+    /// Runs `f` on the trees of the parent (`None`: no parent) and of `id`: the
+    /// layer directories themselves, or read-only FUSE views of them in an
+    /// unprivileged store (only a view presents the owners kept in xattrs).
+    fn with_trees<T>(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        f: impl FnOnce(Option<&Path>, &Path) -> Result<T>,
+    ) -> Result<T> {
+        let dir = self.existing_dir(id)?;
+        let parent_dir = self.optional_parent_dir(parent)?;
+        if self.ownership.is_native() {
+            return f(parent_dir.as_deref(), &dir);
+        }
+        let reader = |dir: &Path| -> Result<Vec<Arc<dyn LayerReader>>> {
+            let layer = DirLayer::open_as(dir, WhiteoutFormat::None, self.ownership)
+                .ctx("open layer", dir)?;
+            Ok(vec![Arc::new(layer)])
+        };
+        let old = match &parent_dir {
+            Some(p) => reader(p)?,
+            None => Vec::new(),
+        };
+        merged_diff::with_stack_views(
+            self.viewer.as_ref(),
+            &self.home.join("views"),
+            old,
+            reader(&dir)?,
+            WhiteoutFormat::None,
+            self.ownership,
+            |old, new| f(Some(old), new),
+        )
     }
 
     /// The full tree of layer `id`.
@@ -245,7 +292,8 @@ impl Driver for VfsDriver {
 
     fn supports(&self, frontend: FrontendKind) -> std::result::Result<(), String> {
         match frontend {
-            FrontendKind::Kernel | FrontendKind::Fuse => Ok(()),
+            FrontendKind::Kernel => kernel::kernel_mounts_usable(self.ownership),
+            FrontendKind::Fuse => Ok(()),
         }
     }
 
@@ -310,26 +358,22 @@ impl Driver for VfsDriver {
         diff: &mut dyn Read,
     ) -> Result<ApplyStats> {
         self.build(id, parent, false, |staging| {
-            apply_layer(staging, diff, WhiteoutMode::Remove)
+            apply_layer_as(staging, diff, WhiteoutMode::Remove, self.ownership)
         })
     }
 
     fn diff(&self, id: &LayerId, parent: Option<&LayerId>, out: &mut dyn Write) -> Result<()> {
-        let dir = self.existing_dir(id)?;
-        let parent_dir = self.optional_parent_dir(parent)?;
-        write_layer_diff(parent_dir.as_deref(), &dir, out).map(drop)
+        self.with_trees(id, parent, |old, new| {
+            write_layer_diff(old, new, out).map(drop)
+        })
     }
 
     fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {
-        let dir = self.existing_dir(id)?;
-        let parent_dir = self.optional_parent_dir(parent)?;
-        changes_between(parent_dir.as_deref(), &dir)
+        self.with_trees(id, parent, changes_between)
     }
 
     fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
-        let dir = self.existing_dir(id)?;
-        let parent_dir = self.optional_parent_dir(parent)?;
-        diff_size(parent_dir.as_deref(), &dir)
+        self.with_trees(id, parent, diff_size)
     }
 
     fn mount_spec(
@@ -351,11 +395,13 @@ impl Driver for VfsDriver {
                 read_only,
             },
             (FrontendKind::Fuse, true) => {
-                let layer = DirLayer::open(&dir, WhiteoutFormat::None).ctx("open layer", &dir)?;
+                let layer = DirLayer::open_as(&dir, WhiteoutFormat::None, self.ownership)
+                    .ctx("open layer", &dir)?;
                 MountSpec::Stack {
                     lowers: vec![Arc::new(layer)],
                     upper: None,
                     whiteouts: WhiteoutFormat::None,
+                    ownership: self.ownership,
                 }
             }
             (FrontendKind::Fuse, false) => {
@@ -365,6 +411,7 @@ impl Driver for VfsDriver {
                     lowers: Vec::new(),
                     upper: Some((dir, work)),
                     whiteouts: WhiteoutFormat::None,
+                    ownership: self.ownership,
                 }
             }
         })
@@ -374,7 +421,8 @@ impl Driver for VfsDriver {
     fn layer_reader(&self, id: &LayerId) -> Result<Box<dyn LayerReader>> {
         let dir = self.existing_dir(id)?;
         Ok(Box::new(
-            DirLayer::open(&dir, WhiteoutFormat::None).ctx("open layer", &dir)?,
+            DirLayer::open_as(&dir, WhiteoutFormat::None, self.ownership)
+                .ctx("open layer", &dir)?,
         ))
     }
 
@@ -386,6 +434,10 @@ impl Driver for VfsDriver {
             let path = entry.ctx("list staging", &staging)?.path();
             fsutil::remove_tree(&path).ctx("remove staging leftover", &path)?;
             debug!(path = %path.display(), "removed staging leftover");
+        }
+        let views = self.home.join("views");
+        if views.exists() {
+            merged_diff::remove_stale_views(&views)?;
         }
         let meta_dir = self.home.join("meta");
         for entry in fs::read_dir(&meta_dir).ctx("list metadata", &meta_dir)? {

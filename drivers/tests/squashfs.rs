@@ -1322,6 +1322,7 @@ fn fuse_specs_stack_in_process_readers() {
             lowers,
             upper,
             whiteouts,
+            ..
         } => {
             assert_eq!(lowers.len(), ids.len());
             assert!(lowers.iter().all(|l| l.directory().is_none()));

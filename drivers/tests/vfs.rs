@@ -201,6 +201,7 @@ fn read_write_layers_and_mount_specs() {
             lowers,
             upper,
             whiteouts,
+            ..
         } => {
             assert!(lowers.is_empty());
             let (up, work) = upper.unwrap();
@@ -218,6 +219,7 @@ fn read_write_layers_and_mount_specs() {
             lowers,
             upper,
             whiteouts,
+            ..
         } => {
             assert_eq!(lowers.len(), 1);
             assert!(upper.is_none());

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use drivers::copy::copy_file_content;
 use drivers::fsutil;
 use drivers::layer::{Entry, FileKind, LayerReader};
+use drivers::ownership::{OverrideStat, Target};
 use drivers::xattr::XattrTarget;
 use tracing::{debug, warn};
 
@@ -163,6 +164,7 @@ fn build_copy(
     size: Option<u64>,
 ) -> io::Result<()> {
     let work = upper.work();
+    let mut real = entry.kind;
     let mut atime = TimeSpec::At(entry.mtime, i64::from(entry.mtime_nsec));
     match entry.kind {
         FileKind::Directory => fsutil::mkdir_at(work, tmp, 0o700)?,
@@ -193,14 +195,25 @@ fn build_copy(
         | FileKind::CharDevice
         | FileKind::BlockDevice
         | FileKind::Socket) => {
-            fsutil::mknod_at(work, tmp, kind, 0o600, entry.rdev)?;
+            real = upper
+                .ownership()
+                .make_node(work, tmp, kind, 0o600, entry.rdev)?;
         }
         FileKind::Whiteout => return Err(errno(libc::ENOENT)),
     }
     // chown drops security.capability and the setuid bits: owner first, then xattrs and mode.
-    sys::chown_at(work, tmp, entry.uid, entry.gid)?;
+    let want = OverrideStat {
+        uid: entry.uid,
+        gid: entry.gid,
+        mode: entry.mode,
+        kind: entry.kind,
+        rdev: entry.rdev,
+    };
+    let ownership = upper.ownership();
+    ownership.set(Target::At(work, tmp), real, &want)?;
     copy_xattrs(reader, path, work, tmp)?;
-    if entry.kind != FileKind::Symlink {
+    if ownership.is_native() && entry.kind != FileKind::Symlink {
+        // Again: copying security.capability may have needed the bits cleared.
         sys::chmod_at(work, tmp, entry.mode)?;
     }
     sys::set_times_at(

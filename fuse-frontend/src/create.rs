@@ -11,13 +11,14 @@ use std::sync::{Arc, Mutex};
 
 use drivers::fsutil;
 use drivers::layer::FileKind;
+use drivers::ownership::{OverrideStat, Target};
 use drivers::WhiteoutFormat;
 use fuser::FileAttr;
 
 use crate::handles::{Content, IoMode, OpenFile};
 use crate::merged::{Caller, Merged};
 use crate::nodes::Table;
-use crate::sys::{self, errno};
+use crate::sys::errno;
 use crate::upper::Upper;
 
 impl Merged {
@@ -38,12 +39,12 @@ impl Merged {
         self.copy_up(t, parent, None)?;
         let dir = upper.dir(&t.path(parent)?)?;
         let over_whiteout = upper.has_whiteout(dir.as_fd(), name)?;
-        let st = sys::stat_fd(dir.as_fd())?;
+        let parent_attr = self.attr(t, parent)?;
         Ok(Slot {
             dir,
             over_whiteout,
-            parent_setgid: st.st_mode & libc::S_ISGID != 0,
-            parent_gid: st.st_gid,
+            parent_setgid: u32::from(parent_attr.perm) & libc::S_ISGID != 0,
+            parent_gid: self.identity.store_gid(parent_attr.gid).ok(),
         })
     }
 
@@ -56,29 +57,35 @@ impl Merged {
         parent: u64,
         name: &OsStr,
         slot: &Slot,
-        owner: Option<(Caller, u32)>,
+        owner: Option<Owner>,
         make: impl FnOnce(&Upper, &OsStr) -> io::Result<()>,
     ) -> io::Result<(u64, FileAttr)> {
         let upper = self.upper()?;
         let tmp = upper.temp_name();
         let result = (|| {
             make(upper, &tmp)?;
-            if let Some((caller, mode)) = owner {
-                let gid = if slot.parent_setgid {
-                    slot.parent_gid
-                } else {
-                    caller.gid
+            if let Some(owner) = owner {
+                let uid = self.identity.store_uid(owner.caller.uid)?;
+                let gid = match slot.parent_gid {
+                    Some(gid) if slot.parent_setgid => gid,
+                    _ => self.identity.store_gid(owner.caller.gid)?,
                 };
-                sys::chown_at(upper.work(), &tmp, caller.uid, gid)?;
                 let meta =
                     fsutil::stat_at(upper.work(), &tmp)?.ok_or_else(|| errno(libc::ENOENT))?;
-                if meta.kind != FileKind::Symlink {
-                    let mut mode = mode & 0o7777;
-                    if meta.kind == FileKind::Directory && slot.parent_setgid {
-                        mode |= libc::S_ISGID;
-                    }
-                    sys::chmod_at(upper.work(), &tmp, mode)?;
+                let mut mode = owner.mode & 0o7777;
+                if meta.kind == FileKind::Directory && slot.parent_setgid {
+                    mode |= libc::S_ISGID;
                 }
+                let want = OverrideStat {
+                    uid,
+                    gid,
+                    mode,
+                    kind: owner.kind.unwrap_or(meta.kind),
+                    rdev: owner.rdev,
+                };
+                upper
+                    .ownership()
+                    .set(Target::At(upper.work(), &tmp), meta.kind, &want)?;
                 if meta.kind == FileKind::Directory && slot.over_whiteout {
                     let fd = fsutil::open_dir_at(upper.work(), &tmp)?;
                     upper.set_opaque(fd.as_fd())?;
@@ -113,7 +120,7 @@ impl Merged {
             parent,
             name,
             &slot,
-            Some((caller, mode)),
+            Some(Owner::new(caller, mode)),
             |u, tmp| fsutil::mkdir_at(u.work(), tmp, 0o700),
         )?;
         Ok(attr)
@@ -147,7 +154,11 @@ impl Merged {
             parent,
             name,
             &slot,
-            Some((caller, mode)),
+            Some(Owner {
+                kind: Some(kind),
+                rdev,
+                ..Owner::new(caller, mode)
+            }),
             |u, tmp| {
                 if kind == FileKind::Regular {
                     fsutil::open_at(
@@ -158,7 +169,9 @@ impl Merged {
                     )
                     .map(drop)
                 } else {
-                    fsutil::mknod_at(u.work(), tmp, kind, 0o600, rdev)
+                    u.ownership()
+                        .make_node(u.work(), tmp, kind, 0o600, rdev)
+                        .map(drop)
                 }
             },
         )?;
@@ -180,7 +193,7 @@ impl Merged {
             parent,
             name,
             &slot,
-            Some((caller, 0o777)),
+            Some(Owner::new(caller, 0o777)),
             |u, tmp| fsutil::symlink_at(target, u.work(), tmp),
         )?;
         Ok(attr)
@@ -223,7 +236,7 @@ impl Merged {
             parent,
             name,
             &slot,
-            Some((caller, mode)),
+            Some(Owner::new(caller, mode)),
             |u, tmp| {
                 let fd = fsutil::open_at(
                     u.work(),
@@ -254,5 +267,26 @@ struct Slot {
     dir: OwnedFd,
     over_whiteout: bool,
     parent_setgid: bool,
-    parent_gid: u32,
+    /// The parent's stored gid (`None` when no mapping covers it).
+    parent_gid: Option<u32>,
+}
+
+/// Who creates a new object and the mode and type asked for.
+struct Owner {
+    caller: Caller,
+    mode: u32,
+    /// The type asked for, when it may differ from what the store makes (device nodes).
+    kind: Option<FileKind>,
+    rdev: u64,
+}
+
+impl Owner {
+    fn new(caller: Caller, mode: u32) -> Owner {
+        Owner {
+            caller,
+            mode,
+            kind: None,
+            rdev: 0,
+        }
+    }
 }

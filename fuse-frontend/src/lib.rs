@@ -29,7 +29,9 @@ mod daemon;
 mod data;
 mod dirs;
 mod fs;
+mod fusermount;
 mod handles;
+mod ids;
 mod layers;
 mod merged;
 mod mount;
@@ -42,6 +44,7 @@ mod sys;
 mod upper;
 mod xattrs;
 
+pub use ids::{IdMap, IdMapError, OVERFLOW_ID};
 pub use mount::{spawn_mount, supported, unmount, FuseFrontend, FuseMount};
 pub use options::FuseOptions;
 pub use stats::ServeStats;

@@ -19,12 +19,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use drivers::dirlayer::DirLayer;
 use drivers::fsutil;
 use drivers::layer::{FileKind, LayerReader};
+use drivers::ownership::Target;
 use drivers::WhiteoutFormat;
 use fuser::FileAttr;
 
 use crate::attr;
 use crate::dirs::Dirs;
 use crate::handles::Files;
+use crate::ids::Identity;
 use crate::layers::Layers;
 use crate::nodes::{Table, ROOT};
 use crate::stats::Counters;
@@ -69,20 +71,28 @@ pub(crate) struct Merged {
     pub(crate) dirs: Dirs,
     pub(crate) aliases: Mutex<HashMap<usize, Arc<AliasIndex>>>,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) identity: Identity,
 }
 
 impl Merged {
     /// Builds the merged view of `lowers` (top first) and an optional upper
-    /// directory with its work directory, whose whiteouts are in `format`.
+    /// directory with its work directory, whose whiteouts are in `format`;
+    /// owners are stored and presented as `identity` says.
     pub fn new(
         lowers: Vec<Arc<dyn LayerReader>>,
         upper: Option<(PathBuf, PathBuf)>,
         format: WhiteoutFormat,
+        identity: Identity,
     ) -> io::Result<Merged> {
+        let ownership = identity.ownership;
         let (upper, upper_reader) = match upper {
             Some((dir, work)) => {
-                let reader: Arc<dyn LayerReader> = Arc::new(DirLayer::open(&dir, format)?);
-                (Some(Upper::open(&dir, &work, format)?), Some(reader))
+                let reader: Arc<dyn LayerReader> =
+                    Arc::new(DirLayer::open_as(&dir, format, ownership)?);
+                (
+                    Some(Upper::open(&dir, &work, format, ownership)?),
+                    Some(reader),
+                )
             }
             None => (None, None),
         };
@@ -102,6 +112,7 @@ impl Merged {
             dirs: Dirs::default(),
             aliases: Mutex::new(HashMap::new()),
             counters: Arc::new(Counters::default()),
+            identity,
         })
     }
 
@@ -199,10 +210,14 @@ impl Merged {
         let mut attr = if self.in_upper(t, ino)? {
             let (dir, name) = self.upper_location(t, ino)?;
             let st = sys::stat_at(dir.as_fd(), &name)?;
-            attr::from_stat(ino, &st, node.kind)
+            let mut attr = attr::from_stat(ino, &st, node.kind);
+            self.identity
+                .present_stored(target(&dir, &name), &mut attr, node.kind)?;
+            attr
         } else {
             attr::from_entry(ino, &node.entry)
         };
+        self.identity.to_host(&mut attr);
         if node.kind == FileKind::Directory && node.layers.len() > 1 {
             // Like overlayfs: counting subdirectories of a merged directory is not worth it.
             attr.nlink = 1;
@@ -243,18 +258,28 @@ impl Merged {
         let open = fh
             .and_then(|fh| self.files.get(fh).ok())
             .or_else(|| self.files.any_file_of(ino));
-        if let Some(file) = open.as_ref().and_then(|h| h.file()) {
-            let st = sys::stat_fd(file.as_fd())?;
-            return Ok(attr::from_stat(ino, &st, kind));
-        }
-        let mut attr = attr::from_entry(ino, &entry);
-        attr.nlink = 0;
+        let mut attr = match open.as_ref().and_then(|h| h.file()) {
+            Some(file) => {
+                let st = sys::stat_fd(file.as_fd())?;
+                let mut attr = attr::from_stat(ino, &st, kind);
+                self.identity
+                    .present_stored(Target::Fd(file.as_fd()), &mut attr, kind)?;
+                attr
+            }
+            None => {
+                let mut attr = attr::from_entry(ino, &entry);
+                attr.nlink = 0;
+                attr
+            }
+        };
+        self.identity.to_host(&mut attr);
         Ok(attr)
     }
 
     /// Changes attributes of `ino`, copying it up first.
     pub fn setattr(&self, ino: u64, changes: SetAttr, fh: Option<u64>) -> io::Result<FileAttr> {
         self.upper()?;
+        let changes = self.stored_ids(changes)?;
         let mut t = self.lock();
         let deleted = ino != ROOT && t.get(ino)?.names.is_empty();
         if deleted {
@@ -279,19 +304,10 @@ impl Merged {
                 }
             }
         }
-        if changes.uid.is_some() || changes.gid.is_some() {
-            sys::chown_at(
-                dir.as_fd(),
-                &name,
-                changes.uid.unwrap_or(u32::MAX),
-                changes.gid.unwrap_or(u32::MAX),
-            )?;
-        }
-        if let Some(mode) = changes.mode {
-            if kind != FileKind::Symlink {
-                sys::chmod_at(dir.as_fd(), &name, mode)?;
-            }
-        }
+        let mode = changes.mode.filter(|_| kind != FileKind::Symlink);
+        self.upper()?
+            .ownership()
+            .change(target(&dir, &name), changes.uid, changes.gid, mode)?;
         if changes.atime.is_some() || changes.mtime.is_some() {
             sys::set_times_at(
                 dir.as_fd(),
@@ -322,17 +338,9 @@ impl Merged {
             open.writable_file()?.set_len(size)?;
         }
         let fd = file.as_fd();
-        if changes.uid.is_some() || changes.gid.is_some() {
-            sys::chown_at(
-                fd,
-                OsStr::new(""),
-                changes.uid.unwrap_or(u32::MAX),
-                changes.gid.unwrap_or(u32::MAX),
-            )?;
-        }
-        if let Some(mode) = changes.mode {
-            sys::chmod_at(fd, OsStr::new(""), mode)?;
-        }
+        self.upper()?
+            .ownership()
+            .change(Target::Fd(fd), changes.uid, changes.gid, changes.mode)?;
         if changes.atime.is_some() || changes.mtime.is_some() {
             sys::set_times_at(
                 fd,
@@ -341,7 +349,24 @@ impl Merged {
                 changes.mtime.unwrap_or(TimeSpec::Omit),
             )?;
         }
-        Ok(attr::from_stat(ino, &sys::stat_fd(fd)?, kind))
+        let mut attr = attr::from_stat(ino, &sys::stat_fd(fd)?, kind);
+        self.identity
+            .present_stored(Target::Fd(fd), &mut attr, kind)?;
+        self.identity.to_host(&mut attr);
+        Ok(attr)
+    }
+
+    /// `changes` with the owner it sets turned into stored ids.
+    fn stored_ids(&self, mut changes: SetAttr) -> io::Result<SetAttr> {
+        changes.uid = changes
+            .uid
+            .map(|u| self.identity.store_uid(u))
+            .transpose()?;
+        changes.gid = changes
+            .gid
+            .map(|g| self.identity.store_gid(g))
+            .transpose()?;
+        Ok(changes)
     }
 
     /// The target of symlink `ino`.
@@ -425,5 +450,14 @@ impl Merged {
             fsutil::open_dir_at(dir.as_fd(), &name)?
         };
         File::from(fd).sync_all()
+    }
+}
+
+/// The object `name` in upper directory `dir`, or `dir` itself when `name` is empty (the root).
+pub(crate) fn target<'a>(dir: &'a OwnedFd, name: &'a OsStr) -> Target<'a> {
+    if name.is_empty() {
+        Target::Fd(dir.as_fd())
+    } else {
+        Target::At(dir.as_fd(), name)
     }
 }

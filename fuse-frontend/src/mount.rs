@@ -20,6 +20,8 @@ use tracing::{info, warn};
 
 use crate::daemon;
 use crate::fs::FuseFs;
+use crate::fusermount;
+use crate::ids::Identity;
 use crate::merged::Merged;
 use crate::options::FuseOptions;
 use crate::stats::{Counters, ServeStats};
@@ -53,7 +55,7 @@ impl Frontend for FuseFrontend {
     /// answers; with [`FuseOptions::foreground`] the stack is served in this
     /// process until it is unmounted, and `None` is returned.
     fn mount(&self, spec: MountSpec, target: &Path) -> Result<Option<u32>> {
-        let merged = build(spec, target)?;
+        let merged = build(spec, target, &self.options)?;
         if self.options.foreground {
             serve(merged, target, &self.options, |_| {})?;
             return Ok(None);
@@ -74,11 +76,12 @@ fn mount_error(target: &Path, reason: impl std::fmt::Display) -> DriverError {
 }
 
 /// Builds the merged view of a stack spec.
-pub(crate) fn build(spec: MountSpec, target: &Path) -> Result<Merged> {
+pub(crate) fn build(spec: MountSpec, target: &Path, options: &FuseOptions) -> Result<Merged> {
     let MountSpec::Stack {
         lowers,
         upper,
         whiteouts,
+        ownership,
     } = spec
     else {
         return Err(DriverError::Unsupported(format!(
@@ -99,7 +102,12 @@ pub(crate) fn build(spec: MountSpec, target: &Path) -> Result<Merged> {
             }
         }
     }
-    Merged::new(lowers, upper, whiteouts)
+    let identity = Identity {
+        ownership,
+        uids: options.uid_map.clone(),
+        gids: options.gid_map.clone(),
+    };
+    Merged::new(lowers, upper, whiteouts, identity)
         .map_err(|e| mount_error(target, format!("preparing the stack: {e}")))
 }
 
@@ -109,7 +117,6 @@ fn config(options: &FuseOptions, writable: bool) -> Config {
     config.mount_options = vec![
         MountOption::FSName(options.fsname.clone()),
         MountOption::Subtype("lamina".into()),
-        MountOption::DefaultPermissions,
         MountOption::Dev,
         MountOption::Suid,
         if writable {
@@ -118,6 +125,9 @@ fn config(options: &FuseOptions, writable: bool) -> Config {
             MountOption::RO
         },
     ];
+    if options.check_permissions {
+        config.mount_options.push(MountOption::DefaultPermissions);
+    }
     config.acl = if options.allow_other {
         SessionACL::All
     } else {
@@ -131,9 +141,41 @@ fn config(options: &FuseOptions, writable: bool) -> Config {
 /// Mounts `merged` on `target` and returns the session, ready to run.
 fn mount_session(merged: Merged, target: &Path, options: &FuseOptions) -> Result<Session<FuseFs>> {
     let writable = merged.writable();
-    let fs = FuseFs::new(Arc::new(merged), options.ttl(writable), options.passthrough);
     sys::raise_nofile_limit();
-    Session::new(fs, target, &config(options, writable)).map_err(|e| mount_error(target, e))
+    if sys::is_root() {
+        let fs = FuseFs::new(Arc::new(merged), options.ttl(writable), options.passthrough);
+        return Session::new(fs, target, &config(options, writable))
+            .map_err(|e| mount_error(target, e));
+    }
+    // Without privileges: the setuid helper mounts; passthrough needs CAP_SYS_ADMIN.
+    let fs = FuseFs::new(Arc::new(merged), options.ttl(writable), false);
+    let allow_other = options.allow_other && fusermount::user_allow_other();
+    if options.allow_other && !allow_other {
+        info!("mounting for this user only: /etc/fuse.conf does not set user_allow_other");
+    }
+    let mut mount_options = vec![
+        format!("fsname={}", options.fsname),
+        "subtype=lamina".to_string(),
+        if writable { "rw" } else { "ro" }.to_string(),
+    ];
+    if options.check_permissions {
+        mount_options.push("default_permissions".to_string());
+    }
+    if allow_other {
+        mount_options.push("allow_other".to_string());
+    }
+    let fd = fusermount::mount(target, &mount_options).map_err(|e| mount_error(target, e))?;
+    let acl = if allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    let mut config = config(options, writable);
+    config.acl = acl;
+    Session::from_fd(fs, fd, acl, config).map_err(|e| {
+        detach(target);
+        mount_error(target, format!("starting the session: {e}"))
+    })
 }
 
 /// The signals that end a served mount.
@@ -227,7 +269,7 @@ pub struct FuseMount {
 /// calling process until the returned [`FuseMount`] is unmounted or dropped.
 /// Returns once the mount answers.
 pub fn spawn_mount(spec: MountSpec, target: &Path, options: &FuseOptions) -> Result<FuseMount> {
-    let merged = build(spec, target)?;
+    let merged = build(spec, target, options)?;
     let counters = merged.counters.clone();
     let session = mount_session(merged, target, options)?;
     let thread = std::thread::Builder::new()
@@ -345,18 +387,35 @@ fn detach(target: &Path) {
     }
 }
 
-/// Whether this host can mount FUSE filesystems: `/dev/fuse` exists and opens,
-/// and, without root, `fusermount3` is on `PATH`. The error says what is missing.
+/// Whether this host can mount FUSE filesystems: `/dev/fuse` exists, and as
+/// root it opens; without root, `fusermount3` (which opens it for the user) is
+/// on `PATH` and setuid root. The error says what is missing.
 pub fn supported() -> std::result::Result<(), String> {
     let dev = Path::new("/dev/fuse");
     if !dev.exists() {
         return Err("/dev/fuse does not exist (load the fuse module: modprobe fuse)".into());
     }
-    if let Err(e) = OpenOptions::new().read(true).write(true).open(dev) {
-        return Err(format!("cannot open /dev/fuse: {e}"));
+    if sys::is_root() {
+        if let Err(e) = OpenOptions::new().read(true).write(true).open(dev) {
+            return Err(format!("cannot open /dev/fuse: {e}"));
+        }
+        return Ok(());
     }
-    if !sys::is_root() && find_on_path(OsStr::new("fusermount3")).is_none() {
-        return Err("not running as root and fusermount3 is not on PATH (install fuse3)".into());
+    let Some(helper) = find_on_path(OsStr::new(fusermount::FUSERMOUNT)) else {
+        return Err(format!(
+            "not running as root and {} is not on PATH (install the fuse3 package)",
+            fusermount::FUSERMOUNT
+        ));
+    };
+    use std::os::unix::fs::MetadataExt;
+    let setuid_root = std::fs::metadata(&helper)
+        .map(|m| m.uid() == 0 && m.mode() & libc::S_ISUID != 0)
+        .unwrap_or(false);
+    if !setuid_root {
+        return Err(format!(
+            "{} is not setuid root, so it cannot mount for an unprivileged user",
+            helper.display()
+        ));
     }
     Ok(())
 }

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::ids::IdMap;
+
 /// Options of a FUSE mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FuseOptions {
@@ -28,6 +30,16 @@ pub struct FuseOptions {
     pub fsname: String,
     /// How long [`crate::FuseFrontend`] waits for a daemon to answer on its mount.
     pub start_timeout: Duration,
+    /// Let the kernel check permissions against the presented owners and modes
+    /// (`default_permissions`). Only private views read by their owner (a diff's
+    /// views in an unprivileged store, which must read every file whatever its
+    /// mode) turn it off.
+    pub check_permissions: bool,
+    /// Uid mapping between stored and presented owners (fuse-overlayfs's
+    /// `uidmapping`); empty shows ids as stored.
+    pub uid_map: IdMap,
+    /// Gid mapping (fuse-overlayfs's `gidmapping`).
+    pub gid_map: IdMap,
 }
 
 impl Default for FuseOptions {
@@ -41,6 +53,9 @@ impl Default for FuseOptions {
             cache_timeout: None,
             fsname: "lamina".to_string(),
             start_timeout: Duration::from_secs(30),
+            check_permissions: true,
+            uid_map: IdMap::default(),
+            gid_map: IdMap::default(),
         }
     }
 }

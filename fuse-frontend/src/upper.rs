@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use drivers::fsutil;
 use drivers::layer::{FileKind, OCI_OPAQUE, OCI_WHITEOUT_PREFIX};
+use drivers::ownership::Ownership;
 use drivers::xattr;
 use drivers::WhiteoutFormat;
 
@@ -27,13 +28,19 @@ pub(crate) struct Upper {
     root: OwnedFd,
     work: OwnedFd,
     format: WhiteoutFormat,
+    ownership: Ownership,
     counter: AtomicU64,
 }
 
 impl Upper {
     /// Opens `upper` with its work directory `work` (which must be on the same
     /// filesystem), emptying the frontend's part of the work directory.
-    pub fn open(upper: &Path, work: &Path, format: WhiteoutFormat) -> io::Result<Upper> {
+    pub fn open(
+        upper: &Path,
+        work: &Path,
+        format: WhiteoutFormat,
+        ownership: Ownership,
+    ) -> io::Result<Upper> {
         let root = fsutil::open_dir(upper)?;
         let work_root = fsutil::open_dir(work)?;
         let (up, wk) = (
@@ -57,8 +64,14 @@ impl Upper {
             root,
             work,
             format,
+            ownership,
             counter: AtomicU64::new(0),
         })
+    }
+
+    /// How the upper keeps owners, modes and device nodes.
+    pub fn ownership(&self) -> Ownership {
+        self.ownership
     }
 
     /// The whiteout format of the upper.

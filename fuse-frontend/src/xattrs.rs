@@ -13,7 +13,7 @@ use crate::sys::{self, errno};
 
 /// Extended attributes private to the whiteout formats: never shown, never settable.
 fn is_private_xattr(name: &OsStr) -> bool {
-    xattr::is_overlay_xattr(name)
+    xattr::is_overlay_xattr(name) || crate::ids::is_ownership_xattr(name)
 }
 
 impl Merged {

@@ -531,6 +531,7 @@ fn a_stack_without_lowers_is_a_view_of_one_directory() {
         lowers: Vec::new(),
         upper: Some((dir.clone(), work.clone())),
         whiteouts: WhiteoutFormat::None,
+        ownership: Default::default(),
     };
     let guard = FuseGuard::mount(spec, &m, &fuse_options(true));
     assert_eq!(names(&m), [".wh.plain", "f", "sub"]);

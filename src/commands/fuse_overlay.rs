@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use drivers::dirlayer::DirLayer;
+use drivers::ownership::Ownership;
 use drivers::{Frontend, LayerReader, MountSpec, WhiteoutFormat};
 use fuse_frontend::{FuseFrontend, FuseOptions};
 
@@ -24,11 +25,16 @@ pub fn run(args: &[OsString]) -> Result<()> {
     let format = WhiteoutFormat::Overlay {
         userxattr: unsafe { libc::geteuid() } != 0,
     };
+    let ownership = if args.xattr_permissions {
+        Ownership::Xattr
+    } else {
+        Ownership::Native
+    };
     let lowers = args
         .lowers
         .iter()
         .map(|dir| {
-            DirLayer::open(dir, format)
+            DirLayer::open_as(dir, format, ownership)
                 .map(|l| Arc::new(l) as Arc<dyn LayerReader>)
                 .with_context(|| format!("lower directory {}", dir.display()))
         })
@@ -41,9 +47,12 @@ pub fn run(args: &[OsString]) -> Result<()> {
         lowers,
         upper,
         whiteouts: format,
+        ownership,
     };
     let frontend = FuseFrontend::new(FuseOptions {
         foreground: args.foreground,
+        uid_map: args.uid_map.clone(),
+        gid_map: args.gid_map.clone(),
         ..FuseOptions::default()
     });
     frontend

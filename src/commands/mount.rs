@@ -6,8 +6,10 @@ use anyhow::{bail, Context, Result};
 use drivers::mount_table::{MountRecord, MountRequest};
 use drivers::FrontendKind;
 
-use crate::app::{App, Target};
+use crate::app::{App, Presentation, Target};
 use crate::commands::inspect_layers;
+use crate::runtime_spec::RootlessUser;
+use fuse_frontend::IdMap;
 
 /// The options of `lamina mount`.
 pub struct MountArgs<'a> {
@@ -17,6 +19,7 @@ pub struct MountArgs<'a> {
     pub layer: Option<usize>,
     pub upto: Option<usize>,
     pub foreground: bool,
+    pub ids: Presentation,
     pub target: &'a str,
     pub mountpoint: &'a Path,
 }
@@ -45,16 +48,17 @@ fn attach(
     frontend: FrontendKind,
     req: &MountRequest<'_>,
     foreground: bool,
+    ids: &Presentation,
 ) -> Result<Option<MountRecord>> {
     if !foreground {
-        let frontend = app.frontend(frontend, false)?;
+        let frontend = app.frontend_mapped(frontend, false, ids)?;
         return Ok(Some(app.mounts.get(driver, frontend.as_ref(), req)?));
     }
     if frontend != FrontendKind::Fuse {
         bail!("--foreground applies to the FUSE frontend (add --frontend fuse)");
     }
     let spec = driver.mount_spec(req.layer, frontend, req.read_only)?;
-    let fuse = app.frontend(frontend, true)?;
+    let fuse = app.frontend_mapped(frontend, true, ids)?;
     eprintln!(
         "Serving {} at {} in the foreground; stop with Ctrl-C or `umount {}`",
         req.label,
@@ -98,7 +102,14 @@ fn mount_target(app: &App, args: &MountArgs<'_>) -> Result<Option<MountRecord>> 
                 read_only: true,
                 target: args.mountpoint,
             };
-            attach(app, driver.as_ref(), frontend, &req, args.foreground)
+            attach(
+                app,
+                driver.as_ref(),
+                frontend,
+                &req,
+                args.foreground,
+                &args.ids,
+            )
         }
         Target::Container(c) => {
             if args.upto.is_some() {
@@ -114,7 +125,14 @@ fn mount_target(app: &App, args: &MountArgs<'_>) -> Result<Option<MountRecord>> 
                 read_only: args.read_only,
                 target: args.mountpoint,
             };
-            attach(app, driver.as_ref(), frontend, &req, args.foreground)
+            attach(
+                app,
+                driver.as_ref(),
+                frontend,
+                &req,
+                args.foreground,
+                &args.ids,
+            )
         }
     }
 }
@@ -169,6 +187,11 @@ pub fn export(app: &App, target: &str, output: &Path) -> Result<()> {
             layer: None,
             upto: None,
             foreground: false,
+            // Exporting reads every file, whatever its mode, through a private mount.
+            ids: Presentation {
+                check_permissions: false,
+                ..Presentation::default()
+            },
             target,
             mountpoint: dir.path(),
         },
@@ -195,6 +218,7 @@ pub fn bundle(
     app: &App,
     driver: Option<&str>,
     frontend: Option<&str>,
+    (uidmap, gidmap): (Option<IdMap>, Option<IdMap>),
     remove: bool,
     target: Option<&str>,
     dir: Option<&Path>,
@@ -239,6 +263,22 @@ pub fn bundle(
         Target::Container(c) => (app.container_image(&c)?, false, c.name.clone()),
     };
     let image_config = app.store.image_config(&image)?;
+    // An unprivileged user's container runs in a user namespace whose root is
+    // that user: the root filesystem shows the image's root as the user.
+    let rootless = (!nix::unistd::geteuid().is_root()).then(|| RootlessUser {
+        uid: nix::unistd::geteuid().as_raw(),
+        gid: nix::unistd::getegid().as_raw(),
+    });
+    let default_ids = if rootless.is_some() {
+        Presentation::root_to_caller()
+    } else {
+        Presentation::default()
+    };
+    let ids = Presentation {
+        uids: uidmap.unwrap_or(default_ids.uids),
+        gids: gidmap.unwrap_or(default_ids.gids),
+        check_permissions: true,
+    };
     std::fs::create_dir_all(&rootfs).with_context(|| format!("creating {}", rootfs.display()))?;
     let record = mount_target(
         app,
@@ -249,18 +289,24 @@ pub fn bundle(
             layer: None,
             upto: None,
             foreground: false,
+            ids,
             target,
             mountpoint: &rootfs,
         },
     )?
     .expect("only foreground mounts return no record");
-    let written =
-        crate::runtime_spec::runtime_spec(&image_config, &record.mountpoint, read_only, &hostname)
-            .and_then(|spec| {
-                crate::output::write_atomically(&config, |out| {
-                    Ok(serde_json::to_writer_pretty(out, &spec)?)
-                })
-            });
+    let written = crate::runtime_spec::runtime_spec(
+        &image_config,
+        &record.mountpoint,
+        read_only,
+        &hostname,
+        rootless,
+    )
+    .and_then(|spec| {
+        crate::output::write_atomically(&config, |out| {
+            Ok(serde_json::to_writer_pretty(out, &spec)?)
+        })
+    });
     if let Err(e) = written {
         let _ = app
             .mounts

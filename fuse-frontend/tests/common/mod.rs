@@ -245,6 +245,7 @@ impl StackDirs {
             lowers,
             upper: writable.then(|| (self.upper.clone(), self.work.clone())),
             whiteouts: format,
+            ownership: Default::default(),
         }
     }
 }
@@ -261,6 +262,7 @@ pub fn upper_as_layer(dirs: &StackDirs, format: WhiteoutFormat) -> MountSpec {
         lowers,
         upper: None,
         whiteouts: format,
+        ownership: Default::default(),
     }
 }
 
