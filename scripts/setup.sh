@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Lamina needs on a fresh Debian machine (run as root): FUSE, the
 # squashfs tools and library, runc, a static busybox for the sample image, and
-# cargo-nextest for the test suite. Safe to run again.
+# cargo-nextest for the test suite; opens FUSE to unprivileged users (rootless).
+# Safe to run again.
 set -euo pipefail
 packages=(fuse3 libsquashfs-dev libclang-dev pkg-config squashfs-tools squashfs-tools-ng runc busybox-static attr btrfs-progs e2fsprogs podman fuse-overlayfs squashfuse)
 missing=()
@@ -16,6 +17,15 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 modprobe overlay 2>/dev/null || true
 modprobe fuse 2>/dev/null || true
+# Rootless FUSE as on a stock distribution: udev makes /dev/fuse 0666 (fusermount3
+# opens it as the calling user); user_allow_other lets an unprivileged user's
+# mounts be reached by other uids (a runtime, the test suite running as root).
+if [ -c /dev/fuse ] && [ "$(stat -c %a /dev/fuse)" != 666 ]; then
+  chmod 0666 /dev/fuse
+fi
+if [ -f /etc/fuse.conf ] && ! grep -qx 'user_allow_other' /etc/fuse.conf; then
+  echo user_allow_other >> /etc/fuse.conf
+fi
 if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest"
   cargo install --locked cargo-nextest

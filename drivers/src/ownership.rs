@@ -14,7 +14,9 @@
 //!   (`u+rw`, and `u+x` for directories), so the store can copy and remove what
 //!   it holds; the image's bits are in the xattr when they differ;
 //! - a device node is an empty regular file whose xattr names the device;
-//! - a symlink cannot carry `user.*` xattrs: it always reads as `0:0`.
+//! - symlinks, fifos and sockets cannot carry `user.*` xattrs: they always
+//!   read as `0:0` (fifos and sockets with their real permission bits, no
+//!   setuid/setgid/sticky).
 //!
 //! [`Ownership::present`] turns what is on disk back into what the image says;
 //! the FUSE frontend serves that, so a container sees the image's owners.
@@ -186,9 +188,12 @@ impl Ownership {
                 Ok(())
             }
             Ownership::Xattr => {
-                if real == FileKind::Symlink {
-                    // user.* xattrs are not allowed on symlinks: they read as 0:0.
-                    return Ok(());
+                match real {
+                    FileKind::Regular | FileKind::Directory => {}
+                    // user.* xattrs are allowed on regular files and directories
+                    // only: the others read as root's, with their real bits.
+                    FileKind::Symlink => return Ok(()),
+                    _ => return target.chmod(want.mode & 0o777),
                 }
                 let stored = stored_mode(want.kind, want.mode);
                 target.chmod(stored)?;
@@ -228,7 +233,16 @@ impl Ownership {
             }
             Ownership::Xattr => {
                 let mut meta = target.stat()?;
-                if meta.kind == FileKind::Symlink {
+                if !matches!(meta.kind, FileKind::Regular | FileKind::Directory) {
+                    if meta.kind != FileKind::Symlink
+                        && uid.unwrap_or(0) == 0
+                        && gid.unwrap_or(0) == 0
+                    {
+                        if let Some(mode) = mode {
+                            target.chmod(mode & 0o777)?;
+                        }
+                        return Ok(());
+                    }
                     return if mode.is_some()
                         || uid.is_some_and(|u| u != 0)
                         || gid.is_some_and(|g| g != 0)
@@ -292,7 +306,7 @@ impl Ownership {
         if self == Ownership::Native {
             return Ok(());
         }
-        let recorded = if meta.kind == FileKind::Symlink {
+        let recorded = if !matches!(meta.kind, FileKind::Regular | FileKind::Directory) {
             None
         } else {
             match target.xattr().get(override_name()) {

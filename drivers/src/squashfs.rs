@@ -465,7 +465,9 @@ impl SquashfsDriver {
             fs::set_permissions(&diff, fs::Permissions::from_mode(0o755)).ctx("chmod", &diff)?;
             let work = staging.join("work");
             fs::create_dir(&work).ctx("create work directory", &work)?;
-            if let Some(parent) = parent {
+            // Only kernel overlay splits lower hard links on copy-up; an
+            // unprivileged store is served by the FUSE frontend alone, which keeps them.
+            if let Some(parent) = parent.filter(|_| self.ownership.is_native()) {
                 let lowers = self.lowers_with_links(parent)?;
                 let copied = links::copy_up_link_groups(&lowers, &diff)?;
                 if copied.groups > 0 {

@@ -401,6 +401,15 @@ pub fn supported() -> std::result::Result<(), String> {
         }
         return Ok(());
     }
+    // fusermount3 opens the device with the caller's own rights.
+    let dev_c = std::ffi::CString::new("/dev/fuse").expect("no NUL");
+    // SAFETY: valid NUL-terminated path.
+    if unsafe { libc::access(dev_c.as_ptr(), libc::R_OK | libc::W_OK) } != 0 {
+        return Err(
+            "/dev/fuse is not readable and writable for this user (a stock udev setup makes it 0666: chmod 0666 /dev/fuse)"
+                .into(),
+        );
+    }
     let Some(helper) = find_on_path(OsStr::new(fusermount::FUSERMOUNT)) else {
         return Err(format!(
             "not running as root and {} is not on PATH (install the fuse3 package)",

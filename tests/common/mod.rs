@@ -16,6 +16,8 @@ pub struct Lamina {
     /// The store root.
     pub root: PathBuf,
     envs: Vec<(String, String)>,
+    /// Run every command as this unprivileged uid and gid (through `setpriv`).
+    user: Option<(u32, u32)>,
 }
 
 impl Lamina {
@@ -30,6 +32,33 @@ impl Lamina {
             dir,
             root,
             envs: Vec::new(),
+            user: None,
+        }
+    }
+
+    /// Runs every later command as unprivileged `uid`:`gid` (no supplementary
+    /// groups), which then owns the temporary directory.
+    pub fn as_user(mut self, uid: u32, gid: u32) -> Lamina {
+        std::os::unix::fs::chown(self.dir.path(), Some(uid), Some(gid)).expect("chown test dir");
+        self.user = Some((uid, gid));
+        self
+    }
+
+    /// A command running `program` as this harness's user (or as is).
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        match self.user {
+            None => Command::new(program),
+            Some((uid, gid)) => {
+                let mut cmd = Command::new("/usr/bin/setpriv");
+                cmd.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={gid}"))
+                    .arg("--clear-groups")
+                    .arg("--")
+                    .arg(program)
+                    .env("HOME", self.dir.path())
+                    .env_remove("XDG_RUNTIME_DIR");
+                cmd
+            }
         }
     }
 
@@ -48,6 +77,9 @@ impl Lamina {
     pub fn mountpoint(&self, name: &str) -> PathBuf {
         let p = self.path(name);
         std::fs::create_dir_all(&p).expect("create mountpoint");
+        if let Some((uid, gid)) = self.user {
+            std::os::unix::fs::chown(&p, Some(uid), Some(gid)).expect("chown mountpoint");
+        }
         p
     }
 
@@ -57,7 +89,7 @@ impl Lamina {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lamina"));
+        let mut cmd = self.command(env!("CARGO_BIN_EXE_lamina"));
         cmd.arg("--root").arg(&self.root).args(args);
         cmd.env_remove("LAMINA_ROOT");
         for (k, v) in &self.envs {
