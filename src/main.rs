@@ -26,8 +26,18 @@ fn main() {
     }
     let cli = lamina::cli::Cli::parse_from(argv);
     if let Err(e) = lamina::commands::run(cli) {
-        let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-        eprintln!("lamina: {}", chain.join(": "));
+        // Causes whose text an outer message already quotes are not repeated.
+        let mut message = String::new();
+        for cause in e.chain().map(|c| c.to_string()) {
+            if message.contains(&cause) {
+                continue;
+            }
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
+            message.push_str(&cause);
+        }
+        eprintln!("lamina: {message}");
         std::process::exit(1);
     }
 }

@@ -720,3 +720,54 @@ fn imports_show_progress_on_a_terminal_only() {
     );
     assert!(screen.contains("Imported"), "{screen}");
 }
+
+/// What cannot work says so: no `/dev/fuse`, a kernel without overlay when the
+/// kernel frontend is asked for, a mountpoint already in use.
+#[test]
+fn unworkable_mounts_give_clear_errors() {
+    if !require_privileged("unworkable_mounts_give_clear_errors") {
+        return;
+    }
+    let l = Lamina::new();
+    common::import_two_layer_image(&l);
+    let mnt = l.mountpoint("m");
+    let m = mnt.to_str().unwrap();
+    // No /dev/fuse: a private mount namespace whose /dev is an empty tmpfs.
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs none /dev && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_lamina"))
+        .arg("--root")
+        .arg(&l.root)
+        .args(["mount", "--frontend", "fuse", "img:1", m])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("/dev/fuse does not exist"),
+        "{stderr}"
+    );
+    let hidden = Lamina::new().env("LAMINA_HIDE_KERNEL_OVERLAY", "1");
+    common::import_two_layer_image(&hidden);
+    let hm = hidden.mountpoint("m");
+    let err = hidden.fails([
+        "mount",
+        "--driver",
+        "overlay2",
+        "--frontend",
+        "kernel",
+        "img:1",
+        hm.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("cannot use the kernel frontend") && err.contains("overlay"),
+        "{err}"
+    );
+    let guard = l.mount(&["img:1"], &mnt);
+    l.ok(["create", "img:1", "c"]);
+    let err = l.fails(["mount", "c", m]);
+    assert!(err.contains("already in use"), "{err}");
+    let err = l.fails(["mount", "--frontend", "fuse", "c", m]);
+    assert!(err.contains("already in use"), "{err}");
+    drop(guard);
+}

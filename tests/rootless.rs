@@ -366,9 +366,10 @@ rootless_rows! {
     "squashfs" => squashfs_presents_image_owners, squashfs_container_round_trip, squashfs_runc_rootless;
 }
 
-/// Without root, the kernel frontend says why not and what works instead.
+/// Without root: the kernel frontend, a missing fusermount3 and a second
+/// read-write mount of a container each get an error saying why and what works.
 #[test]
-fn kernel_frontend_refuses_a_rootless_store_clearly() {
+fn rootless_errors_are_clear() {
     let Some((l, _, _)) = rootless_store("rootless kernel frontend error") else {
         return;
     };
@@ -397,4 +398,17 @@ fn kernel_frontend_refuses_a_rootless_store_clearly() {
         !no_helper.status.success() && stderr.contains("fusermount3 is not on PATH"),
         "{stderr}"
     );
+    l.ok(["create", "img:1", "c"]);
+    let first = l.mountpoint("first");
+    let guard = l.mount(&["--frontend", "fuse", "c"], &first);
+    let second = l.mountpoint("second");
+    let err = l.fails(["mount", "--frontend", "fuse", "c", second.to_str().unwrap()]);
+    assert!(err.contains("already mounted at"), "{err}");
+    let ro = l.mount(&["--frontend", "fuse", "--read-only", "c"], &second);
+    assert!(
+        second.join("etc/c").is_file(),
+        "a read-only view gets its own mount"
+    );
+    drop(ro);
+    drop(guard);
 }

@@ -768,8 +768,18 @@ impl Applier {
                 if existing.is_some() {
                     self.clear_slot(pfd, target, &target_rel, false)?;
                 }
-                fsutil::mknod_at(pfd, target, FileKind::CharDevice, 0, 0)
-                    .map_err(|e| self.io("mknod whiteout", &target_rel, e))
+                fsutil::mknod_at(pfd, target, FileKind::CharDevice, 0, 0).map_err(|e| {
+                    if e.raw_os_error() == Some(libc::EPERM) && !self.ownership.is_native() {
+                        bad(format!(
+                            "cannot create the overlay whiteout {}: this kernel does not let \
+                             unprivileged users make 0/0 character devices (Linux 5.8 and later \
+                             do); use the aufs driver, whose whiteouts are .wh. files",
+                            target_rel.display()
+                        ))
+                    } else {
+                        self.io("mknod whiteout", &target_rel, e)
+                    }
+                })
             }
         }
     }

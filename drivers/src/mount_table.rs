@@ -219,8 +219,25 @@ impl MountTable {
                 ),
             });
         }
+        // SAFETY: geteuid has no preconditions.
+        let unprivileged = unsafe { libc::geteuid() } != 0;
+        if unprivileged && !req.read_only {
+            if let Some(other) = same_layer.first() {
+                return Err(DriverError::Mount {
+                    target: target.clone(),
+                    reason: format!(
+                        "{} is already mounted at {}, and an unprivileged user cannot bind that \
+                         mount elsewhere; use it there or unmount it first",
+                        req.label,
+                        other.mountpoint.display()
+                    ),
+                });
+            }
+        }
+        // Without privileges there are no bind mounts: a read-only view gets its own mount.
         let reuse = same_layer
             .iter()
+            .filter(|_| !unprivileged)
             // A read-only view of a mounted layer is a read-only bind of its mount.
             .find(|r| {
                 r.frontend == frontend.kind() && (r.read_only == req.read_only || req.read_only)
