@@ -97,7 +97,7 @@ fn rootless_store(test: &str) -> Option<(Lamina, u32, u32)> {
         return None;
     }
     let (uid, gid) = test_user();
-    Some((Lamina::new().as_user(uid, gid), uid, gid))
+    Some((Lamina::new().run_as(uid, gid), uid, gid))
 }
 
 /// Every file of the store belongs to the unprivileged user.

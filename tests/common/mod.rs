@@ -38,7 +38,7 @@ impl Lamina {
 
     /// Runs every later command as unprivileged `uid`:`gid` (no supplementary
     /// groups), which then owns the temporary directory.
-    pub fn as_user(mut self, uid: u32, gid: u32) -> Lamina {
+    pub fn run_as(mut self, uid: u32, gid: u32) -> Lamina {
         std::os::unix::fs::chown(self.dir.path(), Some(uid), Some(gid)).expect("chown test dir");
         self.user = Some((uid, gid));
         self
