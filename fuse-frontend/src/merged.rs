@@ -264,7 +264,11 @@ impl Merged {
         if changes.size.is_some() && kind == FileKind::Directory {
             return Err(errno(libc::EISDIR));
         }
-        self.copy_up(&mut t, ino, changes.size)?;
+        if self.copy_up_with(&mut t, ino, changes.size, Some(&changes))? {
+            // The copy has the new size (its data was copied only that far) and
+            // the new owner, mode and times already.
+            return self.attr(&t, ino);
+        }
         let (dir, name) = self.upper_location(&t, ino)?;
         if let Some(size) = changes.size {
             let handle = fh.and_then(|fh| self.files.get(fh).ok());
@@ -279,27 +283,7 @@ impl Merged {
                 }
             }
         }
-        if changes.uid.is_some() || changes.gid.is_some() {
-            sys::chown_at(
-                dir.as_fd(),
-                &name,
-                changes.uid.unwrap_or(u32::MAX),
-                changes.gid.unwrap_or(u32::MAX),
-            )?;
-        }
-        if let Some(mode) = changes.mode {
-            if kind != FileKind::Symlink {
-                sys::chmod_at(dir.as_fd(), &name, mode)?;
-            }
-        }
-        if changes.atime.is_some() || changes.mtime.is_some() {
-            sys::set_times_at(
-                dir.as_fd(),
-                &name,
-                changes.atime.unwrap_or(TimeSpec::Omit),
-                changes.mtime.unwrap_or(TimeSpec::Omit),
-            )?;
-        }
+        crate::copy_up::apply_changes(dir.as_fd(), &name, kind, &changes)?;
         self.attr(&t, ino)
     }
 
