@@ -97,6 +97,23 @@ pub(crate) fn chmod_all(paths: &[PathBuf], mode: u32) -> io::Result<u64> {
     Ok(paths.len() as u64)
 }
 
+/// Changes the mode, the owner and the times of `path`, as `chmod`, `chown`
+/// and `touch -d` do, one call each.
+pub(crate) fn change_attributes(path: &Path) -> io::Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    std::os::unix::fs::chown(path, Some(1), Some(1))?;
+    let f = File::open(path)?;
+    f.set_times(
+        fs::FileTimes::new()
+            .set_accessed(
+                std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000),
+            )
+            .set_modified(
+                std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000),
+            ),
+    )
+}
+
 /// Creates `count` files of 64 bytes in `dir` (which is created), then deletes
 /// them and the directory; returns the number of files.
 pub(crate) fn create_delete(dir: &Path, count: u64) -> io::Result<u64> {
@@ -192,6 +209,11 @@ mod tests {
             fs::metadata(&f).unwrap().permissions().mode() & 0o777,
             0o600
         );
+        if test_support::privilege::missing_privilege().is_none() {
+            change_attributes(&f).unwrap();
+            let m = fs::metadata(&f).unwrap();
+            assert_eq!((m.permissions().mode() & 0o777, m.len()), (0o600, 3));
+        }
         assert_eq!(create_delete(&dir.path().join("cd"), 25).unwrap(), 25);
         assert!(!dir.path().join("cd").exists());
     }

@@ -37,6 +37,8 @@ pub(crate) struct Scale {
     pub cow_file: u64,
     /// Lower files the chmod workload changes.
     pub chmod_files: usize,
+    /// The lower file the chmod-big workload changes the attributes of.
+    pub chmod_big_file: u64,
     /// Files the create-delete workload creates and deletes.
     pub create_delete_files: u64,
     /// Files in the archive the untar workload unpacks.
@@ -64,6 +66,7 @@ impl Scale {
                 wide_entries: 10_000,
                 cow_file: 64 * MIB,
                 chmod_files: 1_000,
+                chmod_big_file: 64 * MIB,
                 create_delete_files: 2_000,
                 untar_files: 2_000,
                 import_files: 1_000,
@@ -82,6 +85,7 @@ impl Scale {
                 wide_entries: 10_000,
                 cow_file: 64 * MIB,
                 chmod_files: 1_000,
+                chmod_big_file: 256 * MIB,
                 create_delete_files: 10_000,
                 untar_files: 20_000,
                 import_files: 10_000,
@@ -117,6 +121,8 @@ pub(crate) mod paths {
     pub const WIDE: &str = "wide";
     /// The file the copy-up workload appends to (rw image).
     pub const COW: &str = "cow/file";
+    /// The file of the chmod-big workload (rw image).
+    pub const CHMOD_BIG: &str = "cow/chmod-big";
     /// The directory of the chmod workload's files (rw image).
     pub const CHMOD: &str = "chmod";
     /// An empty directory the write workloads work in (rw image).
@@ -268,6 +274,7 @@ fn rw_image(scale: &Scale) -> ImageBuilder {
     let mut lower = base_layer()
         .dir("cow", 0o755)
         .generated_file(paths::COW, scale.cow_file, 3, 0o644)
+        .generated_file(paths::CHMOD_BIG, scale.chmod_big_file, 4, 0o644)
         .dir(paths::CHMOD, 0o755)
         .dir(paths::SCRATCH, 0o777);
     for i in 0..scale.chmod_files {

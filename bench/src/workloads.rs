@@ -35,6 +35,7 @@ pub const WORKLOAD_NAMES: &[&str] = &[
     "readdir",
     "copy-up",
     "chmod",
+    "chmod-big",
     "create-delete",
     "untar",
 ];
@@ -68,6 +69,8 @@ pub(crate) enum Workload {
     CopyUp,
     /// chmod many lower files.
     Chmod,
+    /// chmod, chown and utimens of one big lower file.
+    ChmodBig,
     /// Create and delete many small files in a container.
     CreateDelete,
     /// Unpack a tar of many files into a container.
@@ -76,7 +79,7 @@ pub(crate) enum Workload {
 
 impl Workload {
     /// Every workload, in run order.
-    pub fn all() -> [Workload; 15] {
+    pub fn all() -> [Workload; 16] {
         use Workload::*;
         [
             Import,
@@ -92,6 +95,7 @@ impl Workload {
             Readdir,
             CopyUp,
             Chmod,
+            ChmodBig,
             CreateDelete,
             Untar,
         ]
@@ -124,7 +128,7 @@ impl Workload {
             MountDeep => BenchImage::Deep,
             ReadCold | ReadWarm | RandomRead | ParallelRead => BenchImage::Files,
             StatCold | StatWarm | Readdir => BenchImage::Tree,
-            CopyUp | Chmod | CreateDelete | Untar => BenchImage::Rw,
+            CopyUp | Chmod | ChmodBig | CreateDelete | Untar => BenchImage::Rw,
         }
     }
 
@@ -161,7 +165,11 @@ impl Workload {
     fn writes(self) -> bool {
         matches!(
             self,
-            Workload::CopyUp | Workload::Chmod | Workload::CreateDelete | Workload::Untar
+            Workload::CopyUp
+                | Workload::Chmod
+                | Workload::ChmodBig
+                | Workload::CreateDelete
+                | Workload::Untar
         )
     }
 
@@ -219,6 +227,11 @@ impl Workload {
                 human_bytes(s.cow_file)
             ),
             Chmod => format!("chmod {} lower files in a fresh container", s.chmod_files),
+            ChmodBig => format!(
+                "chmod, chown and utimens of a {} lower file in a fresh container \
+                 (the first change copies it up)",
+                human_bytes(s.chmod_big_file)
+            ),
             CreateDelete => format!(
                 "create {} files of 64 bytes, then delete them, in a fresh container",
                 s.create_delete_files
@@ -459,6 +472,14 @@ fn run_on(ctx: &SampleContext, workload: Workload, root: &Path) -> Result<f64, B
                 .collect();
             let (t, n) = timed(|| fsops::chmod_all(&files, 0o600).ctx("chmod", root))?;
             expect_work("files changed", n, s.chmod_files as u64)?;
+            t
+        }
+        Workload::ChmodBig => {
+            let file = root.join(paths::CHMOD_BIG);
+            let (t, ()) =
+                timed(|| fsops::change_attributes(&file).ctx("change attributes of", &file))?;
+            let len = std::fs::metadata(&file).ctx("stat", &file)?.len();
+            expect_work("file size after the changes", len, s.chmod_big_file)?;
             t
         }
         Workload::CreateDelete => {

@@ -5,7 +5,11 @@
 //! filesystem allows, else `copy_file_range` keeping holes, else reads through
 //! the layer), extended attributes, owner, mode and times, the data synced —
 //! and renamed into the upper in one step, so a crash never leaves a partial
-//! object visible. Parent directories are copied up first. A file with other
+//! object visible. A copy-up caused by an attribute change (chmod, chown,
+//! utimens, truncate) gets the new attributes before the rename, so the upper
+//! shows the old object or the changed one, never a copy with stale metadata,
+//! and the data is copied exactly once (see `docs/decisions.md`: why the data
+//! cannot be deferred past the rename). Parent directories are copied up first. A file with other
 //! hard links in its layer has those names linked to the copy in the same go,
 //! so the links survive.
 
@@ -15,16 +19,17 @@ use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use drivers::copy::copy_file_content;
 use drivers::fsutil;
 use drivers::layer::{Entry, FileKind, LayerReader};
-use drivers::ownership::{OverrideStat, Target};
+use drivers::ownership::{OverrideStat, Ownership, Target};
 use drivers::xattr::XattrTarget;
 use tracing::{debug, warn};
 
-use crate::merged::{AliasIndex, Merged};
+use crate::merged::{AliasIndex, Merged, SetAttr};
 use crate::nodes::{Table, ROOT};
 use crate::stats::Counters;
 use crate::sys::{self, errno, TimeSpec};
@@ -35,9 +40,23 @@ impl Merged {
     /// regular file's data is copied only up to that length (it is about to be
     /// truncated).
     pub(crate) fn copy_up(&self, t: &mut Table, ino: u64, size: Option<u64>) -> io::Result<()> {
+        self.copy_up_with(t, ino, size, None).map(drop)
+    }
+
+    /// [`Merged::copy_up`] that also applies `changes` (owner, mode, times; the
+    /// size is `size`) to the copy before it enters the upper. Returns whether a
+    /// copy was made (`false`: the object was in the upper already and
+    /// `changes` are still to be applied).
+    pub(crate) fn copy_up_with(
+        &self,
+        t: &mut Table,
+        ino: u64,
+        size: Option<u64>,
+        changes: Option<&SetAttr>,
+    ) -> io::Result<bool> {
         let upper = self.upper()?;
         if self.in_upper(t, ino)? {
-            return Ok(());
+            return Ok(false);
         }
         if ino == ROOT {
             // The upper directory itself is the root; it always exists.
@@ -59,7 +78,19 @@ impl Merged {
         let tmp = upper.temp_name();
         debug!(path = %path.display(), "copy up");
         Counters::bump(&self.counters.copy_ups);
-        let built = build_copy(upper, reader, &path, &entry, &tmp, size)
+        let built = build_copy(upper, reader, &path, &entry, &tmp, size, &self.counters)
+            .and_then(|()| match changes {
+                Some(c) => {
+                    if let Some(size) = size.filter(|_| kind == FileKind::Regular) {
+                        // Only the layer's bytes up to `size` were copied; `ftruncate`
+                        // extends the copy and, as on an upper file, sets its mtime.
+                        let fd = fsutil::open_at(upper.work(), &tmp, libc::O_WRONLY, 0)?;
+                        File::from(fd).set_len(size)?;
+                    }
+                    apply_changes(upper.ownership(), upper.work(), &tmp, kind, c)
+                }
+                None => Ok(()),
+            })
             .and_then(|()| upper.place(&tmp, dir.as_fd(), &name, false));
         if let Err(e) = built {
             let _ = fsutil::remove_tree_at(upper.work(), &tmp);
@@ -77,7 +108,7 @@ impl Merged {
                 self.link_aliases(t, ino, layer, &entry, &path)?;
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Links the other names of a just copied-up file's layer inode to the copy,
@@ -162,6 +193,7 @@ fn build_copy(
     entry: &Entry,
     tmp: &OsStr,
     size: Option<u64>,
+    counters: &Counters,
 ) -> io::Result<()> {
     let work = upper.work();
     let mut real = entry.kind;
@@ -176,6 +208,7 @@ fn build_copy(
                 0o600,
             )?);
             let len = size.map_or(entry.size, |s| s.min(entry.size));
+            counters.copy_up_bytes.fetch_add(len, Ordering::Relaxed);
             match reader.open_file(path)? {
                 Some(fd) => {
                     let src = File::from(fd);
@@ -222,6 +255,34 @@ fn build_copy(
         atime,
         TimeSpec::At(entry.mtime, i64::from(entry.mtime_nsec)),
     )
+}
+
+/// Applies the owner, mode and time changes of a `setattr` to `tmp` in the
+/// work directory, in the order `setattr` applies them to an upper object
+/// (owner first: `chown` clears the setuid bits and `security.capability`).
+pub(crate) fn apply_changes(
+    ownership: Ownership,
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &OsStr,
+    kind: FileKind,
+    changes: &SetAttr,
+) -> io::Result<()> {
+    let target = if name.is_empty() {
+        Target::Fd(dir)
+    } else {
+        Target::At(dir, name)
+    };
+    let mode = changes.mode.filter(|_| kind != FileKind::Symlink);
+    ownership.change(target, changes.uid, changes.gid, mode)?;
+    if changes.atime.is_some() || changes.mtime.is_some() {
+        sys::set_times_at(
+            dir,
+            name,
+            changes.atime.unwrap_or(TimeSpec::Omit),
+            changes.mtime.unwrap_or(TimeSpec::Omit),
+        )?;
+    }
+    Ok(())
 }
 
 /// Copies `len` bytes of a layer file that has no real file behind it.

@@ -1,12 +1,13 @@
 //! Creating objects in the merged view: directories, files, device nodes,
-//! fifos, symlinks and hard links. Every new object is built in the work
-//! directory with its final owner, mode and (for a directory replacing a
-//! whiteout) opaque mark, then moved into the upper in one step.
+//! fifos, symlinks and hard links. Like overlayfs, a new name the upper holds
+//! no whiteout for is created right in its upper directory; an object replacing
+//! a whiteout is built in the work directory with its final owner, mode and
+//! (for a directory) opaque mark, then swapped in in one step.
 
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 use drivers::fsutil;
@@ -19,7 +20,6 @@ use crate::handles::{Content, IoMode, OpenFile};
 use crate::merged::{Caller, Merged};
 use crate::nodes::Table;
 use crate::sys::errno;
-use crate::upper::Upper;
 
 impl Merged {
     /// Checks that `name` can be created in `parent` and prepares the upper
@@ -48,9 +48,16 @@ impl Merged {
         })
     }
 
-    /// Builds an object in the work directory with `make`, gives it its owner and
-    /// mode, and moves it into `slot` as `name`; returns the new node's attributes
-    /// after counting one lookup.
+    /// Builds object `name` with `make` (given the directory to build in and
+    /// the name to build), gives it its owner and mode, and puts it into `slot`;
+    /// returns the new node's attributes after counting one lookup.
+    ///
+    /// Like overlayfs, a name the upper has no whiteout for is created right
+    /// where it belongs: nothing else can hold that name, and a crash can leave
+    /// at most a brand-new empty object there (with the daemon's owner when it
+    /// strikes between creation and `chown`). Over a whiteout the object is built
+    /// in the work directory and swapped in, so the whiteout is replaced in one
+    /// step (a directory then also gets its opaque mark first).
     fn finish_new(
         &self,
         t: &mut Table,
@@ -58,20 +65,25 @@ impl Merged {
         name: &OsStr,
         slot: &Slot,
         owner: Option<Owner>,
-        make: impl FnOnce(&Upper, &OsStr) -> io::Result<()>,
+        make: impl FnOnce(BorrowedFd<'_>, &OsStr) -> io::Result<()>,
     ) -> io::Result<(u64, FileAttr)> {
         let upper = self.upper()?;
-        let tmp = upper.temp_name();
+        let (dir, build_name) = if slot.over_whiteout {
+            (upper.work(), upper.temp_name())
+        } else {
+            (slot.dir.as_fd(), name.to_os_string())
+        };
+        let mut made = false;
         let result = (|| {
-            make(upper, &tmp)?;
+            make(dir, &build_name)?;
+            made = true;
             if let Some(owner) = owner {
                 let uid = self.identity.store_uid(owner.caller.uid)?;
                 let gid = match slot.parent_gid {
                     Some(gid) if slot.parent_setgid => gid,
                     _ => self.identity.store_gid(owner.caller.gid)?,
                 };
-                let meta =
-                    fsutil::stat_at(upper.work(), &tmp)?.ok_or_else(|| errno(libc::ENOENT))?;
+                let meta = fsutil::stat_at(dir, &build_name)?.ok_or_else(|| errno(libc::ENOENT))?;
                 let mut mode = owner.mode & 0o7777;
                 if meta.kind == FileKind::Directory && slot.parent_setgid {
                     mode |= libc::S_ISGID;
@@ -85,16 +97,22 @@ impl Merged {
                 };
                 upper
                     .ownership()
-                    .set(Target::At(upper.work(), &tmp), meta.kind, &want)?;
+                    .set(Target::At(dir, &build_name), meta.kind, &want)?;
                 if meta.kind == FileKind::Directory && slot.over_whiteout {
-                    let fd = fsutil::open_dir_at(upper.work(), &tmp)?;
+                    let fd = fsutil::open_dir_at(dir, &build_name)?;
                     upper.set_opaque(fd.as_fd())?;
                 }
             }
-            upper.place(&tmp, slot.dir.as_fd(), name, slot.over_whiteout)
+            if slot.over_whiteout {
+                upper.place(&build_name, slot.dir.as_fd(), name, true)
+            } else {
+                Ok(())
+            }
         })();
         if let Err(e) = result {
-            let _ = fsutil::remove_tree_at(upper.work(), &tmp);
+            if made {
+                let _ = fsutil::remove_tree_at(dir, &build_name);
+            }
             return Err(e);
         }
         let ino = self
@@ -121,7 +139,7 @@ impl Merged {
             name,
             &slot,
             Some(Owner::new(caller, mode)),
-            |u, tmp| fsutil::mkdir_at(u.work(), tmp, 0o700),
+            |dir, tmp| fsutil::mkdir_at(dir, tmp, 0o700),
         )?;
         Ok(attr)
     }
@@ -149,6 +167,7 @@ impl Merged {
             // A 0/0 character device is how the upper records deletions.
             return Err(errno(libc::EPERM));
         }
+        let ownership = self.upper()?.ownership();
         let (_, attr) = self.finish_new(
             &mut t,
             parent,
@@ -159,19 +178,17 @@ impl Merged {
                 rdev,
                 ..Owner::new(caller, mode)
             }),
-            |u, tmp| {
+            |dir, tmp| {
                 if kind == FileKind::Regular {
                     fsutil::open_at(
-                        u.work(),
+                        dir,
                         tmp,
                         libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
                         0o600,
                     )
                     .map(drop)
                 } else {
-                    u.ownership()
-                        .make_node(u.work(), tmp, kind, 0o600, rdev)
-                        .map(drop)
+                    ownership.make_node(dir, tmp, kind, 0o600, rdev).map(drop)
                 }
             },
         )?;
@@ -194,7 +211,7 @@ impl Merged {
             name,
             &slot,
             Some(Owner::new(caller, 0o777)),
-            |u, tmp| fsutil::symlink_at(target, u.work(), tmp),
+            |dir, tmp| fsutil::symlink_at(target, dir, tmp),
         )?;
         Ok(attr)
     }
@@ -212,8 +229,8 @@ impl Merged {
         self.copy_up(&mut t, ino, None)?;
         let (src_dir, src_name) = self.upper_location(&t, ino)?;
         let (linked, attr) =
-            self.finish_new(&mut t, new_parent, new_name, &slot, None, |u, tmp| {
-                fsutil::link_at(src_dir.as_fd(), &src_name, u.work(), tmp)
+            self.finish_new(&mut t, new_parent, new_name, &slot, None, |dir, tmp| {
+                fsutil::link_at(src_dir.as_fd(), &src_name, dir, tmp)
             })?;
         debug_assert_eq!(linked, ino);
         Ok(attr)
@@ -237,13 +254,9 @@ impl Merged {
             name,
             &slot,
             Some(Owner::new(caller, mode)),
-            |u, tmp| {
-                let fd = fsutil::open_at(
-                    u.work(),
-                    tmp,
-                    libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
-                    0o600,
-                )?;
+            |dir, tmp| {
+                let fd =
+                    fsutil::open_at(dir, tmp, libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, 0o600)?;
                 opened = Some(File::from(fd));
                 Ok(())
             },

@@ -1,5 +1,7 @@
-//! Open directories: a merged listing taken when the directory is opened (and
-//! again on rewind), so offsets stay valid while the directory changes.
+//! Open directories: a merged listing taken at the first read of a directory
+//! handle (and again on rewind), so offsets stay valid while the directory
+//! changes. Opening takes no listing: the kernel caches listings
+//! (`FOPEN_CACHE_DIR`) and often reads none through a new handle.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -17,7 +19,8 @@ use crate::sys::errno;
 /// One open directory.
 struct DirHandle {
     ino: u64,
-    entries: Vec<(OsString, FileKind)>,
+    /// The listing, once taken.
+    entries: Option<Vec<(OsString, FileKind)>>,
     /// The listing was just taken (a read at offset 0 need not take it again).
     fresh: bool,
 }
@@ -59,7 +62,9 @@ impl Merged {
 
     /// Opens directory `ino` and returns its handle.
     pub fn opendir(&self, ino: u64) -> io::Result<u64> {
-        let entries = self.listing(ino)?;
+        if self.lock().get(ino)?.kind != FileKind::Directory {
+            return Err(errno(libc::ENOTDIR));
+        }
         let fh = self.dirs.next.fetch_add(1, Ordering::Relaxed) + 1;
         self.dirs
             .handles
@@ -69,8 +74,8 @@ impl Merged {
                 fh,
                 DirHandle {
                     ino,
-                    entries,
-                    fresh: true,
+                    entries: None,
+                    fresh: false,
                 },
             );
         Ok(fh)
@@ -93,7 +98,7 @@ impl Merged {
         let (dir, refresh) = {
             let mut handles = self.dirs.handles.lock().unwrap_or_else(|e| e.into_inner());
             let h = handles.get_mut(&fh).ok_or_else(|| errno(libc::EBADF))?;
-            let refresh = index == 0 && !h.fresh;
+            let refresh = h.entries.is_none() || (index == 0 && !h.fresh);
             h.fresh = false;
             (h.ino, refresh)
         };
@@ -101,7 +106,7 @@ impl Merged {
             let entries = self.listing(dir)?;
             let mut handles = self.dirs.handles.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(h) = handles.get_mut(&fh) {
-                h.entries = entries;
+                h.entries = Some(entries);
             }
         }
         let mut index = index;
@@ -112,7 +117,7 @@ impl Merged {
                 _ => {
                     let handles = self.dirs.handles.lock().unwrap_or_else(|e| e.into_inner());
                     let h = handles.get(&fh).ok_or_else(|| errno(libc::EBADF))?;
-                    match h.entries.get((index - 2) as usize) {
+                    match h.entries.as_ref().and_then(|e| e.get((index - 2) as usize)) {
                         Some(entry) => entry.clone(),
                         None => return Ok(None),
                     }

@@ -344,10 +344,16 @@ impl Filesystem for FuseFs {
         self.count(&choice);
         match choice {
             Choice::Passthrough(id) => {
-                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id)
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &id)
             }
-            Choice::Cached => reply.opened(FileHandle(fh), self.cached_flags(&open)),
-            Choice::Direct => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
+            Choice::Cached => reply.opened(
+                FileHandle(fh),
+                self.cached_flags(&open) | FopenFlags::FOPEN_NOFLUSH,
+            ),
+            Choice::Direct => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
+            ),
         }
     }
 
@@ -378,7 +384,7 @@ impl Filesystem for FuseFs {
                 &attr,
                 Generation(0),
                 FileHandle(fh),
-                FopenFlags::empty(),
+                FopenFlags::FOPEN_NOFLUSH,
                 &id,
             ),
             Choice::Cached => reply.created(
@@ -386,14 +392,14 @@ impl Filesystem for FuseFs {
                 &attr,
                 Generation(0),
                 FileHandle(fh),
-                FopenFlags::empty(),
+                FopenFlags::FOPEN_NOFLUSH,
             ),
             Choice::Direct => reply.created(
                 &self.ttl,
                 &attr,
                 Generation(0),
                 FileHandle(fh),
-                FopenFlags::FOPEN_DIRECT_IO,
+                FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
             ),
         }
     }
@@ -442,6 +448,7 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         // Writes reach the upper file synchronously; nothing is buffered here.
+        // Opens carry FOPEN_NOFLUSH, so the kernel does not even ask.
         reply.ok();
     }
 
@@ -475,7 +482,12 @@ impl Filesystem for FuseFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.merged.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            // Every change of a listing passes through the kernel, which then drops
+            // its cached copy (and checks the directory's mtime on each open).
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Err(e) => reply_err!(reply, "opendir", e),
         }
     }

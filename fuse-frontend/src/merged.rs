@@ -289,7 +289,11 @@ impl Merged {
         if changes.size.is_some() && kind == FileKind::Directory {
             return Err(errno(libc::EISDIR));
         }
-        self.copy_up(&mut t, ino, changes.size)?;
+        if self.copy_up_with(&mut t, ino, changes.size, Some(&changes))? {
+            // The copy has the new size (its data was copied only that far) and
+            // the new owner, mode and times already.
+            return self.attr(&t, ino);
+        }
         let (dir, name) = self.upper_location(&t, ino)?;
         if let Some(size) = changes.size {
             let handle = fh.and_then(|fh| self.files.get(fh).ok());
@@ -304,18 +308,13 @@ impl Merged {
                 }
             }
         }
-        let mode = changes.mode.filter(|_| kind != FileKind::Symlink);
-        self.upper()?
-            .ownership()
-            .change(target(&dir, &name), changes.uid, changes.gid, mode)?;
-        if changes.atime.is_some() || changes.mtime.is_some() {
-            sys::set_times_at(
-                dir.as_fd(),
-                &name,
-                changes.atime.unwrap_or(TimeSpec::Omit),
-                changes.mtime.unwrap_or(TimeSpec::Omit),
-            )?;
-        }
+        crate::copy_up::apply_changes(
+            self.upper()?.ownership(),
+            dir.as_fd(),
+            &name,
+            kind,
+            &changes,
+        )?;
         self.attr(&t, ino)
     }
 

@@ -12,6 +12,9 @@ pub struct ServeStats {
     pub writes: u64,
     /// Objects copied up into the upper directory.
     pub copy_ups: u64,
+    /// Bytes of file data copy-ups asked the upper's filesystem to copy (a
+    /// reflink counts its length too: the filesystem shares the blocks).
+    pub copy_up_bytes: u64,
     /// Opens answered with passthrough to a backing file.
     pub passthrough_opens: u64,
     /// Opens served through the kernel's page cache and the server.
@@ -26,6 +29,7 @@ pub(crate) struct Counters {
     pub reads: AtomicU64,
     pub writes: AtomicU64,
     pub copy_ups: AtomicU64,
+    pub copy_up_bytes: AtomicU64,
     pub passthrough_opens: AtomicU64,
     pub cached_opens: AtomicU64,
     pub direct_opens: AtomicU64,
@@ -44,6 +48,7 @@ impl Counters {
             reads: get(&self.reads),
             writes: get(&self.writes),
             copy_ups: get(&self.copy_ups),
+            copy_up_bytes: get(&self.copy_up_bytes),
             passthrough_opens: get(&self.passthrough_opens),
             cached_opens: get(&self.cached_opens),
             direct_opens: get(&self.direct_opens),

@@ -1,9 +1,11 @@
 //! The writable upper directory: where new and copied-up objects go, and how
 //! deletions and opaque directories are recorded in its [`WhiteoutFormat`].
 //!
-//! New objects are always built in a private work directory (on the same
-//! filesystem) under a temporary name, given their final metadata there, and
-//! then renamed into place, so the upper never shows a half-made object.
+//! Copies of lower objects, and new objects replacing a whiteout, are built in
+//! a private work directory (on the same filesystem) under a temporary name,
+//! given their final metadata there, and then renamed into place, so the upper
+//! never shows a half-made copy. Brand-new names are created in place, as
+//! overlayfs does (see `create`).
 
 use std::ffi::{OsStr, OsString};
 use std::io;
