@@ -11,10 +11,14 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
+use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
 
 use crate::fsutil::{self, clean_components, join_components, Meta};
 use crate::layer::{DirEntry, Entry, FileKind, LayerReader, OCI_OPAQUE, OCI_WHITEOUT_PREFIX};
@@ -29,12 +33,18 @@ pub struct DirLayer {
     root_fd: OwnedFd,
     format: WhiteoutFormat,
     ownership: Ownership,
+    /// Recently opened parent directories by path (`None`: not cached, for a
+    /// directory that changes while it is read, like a FUSE upper).
+    parents: Option<Mutex<LruCache<PathBuf, Arc<OwnedFd>>>>,
 }
+
+/// How many parent directories a layer keeps open for lookups.
+const PARENT_CACHE: usize = 32;
 
 /// Where an entry of the layer lives: its parent directory and name, or the root.
 enum Location {
     Root,
-    In(OwnedFd, OsString),
+    In(Arc<OwnedFd>, OsString),
 }
 
 fn not_found() -> io::Error {
@@ -57,7 +67,35 @@ impl DirLayer {
             root_fd: fsutil::open_dir(dir)?,
             format,
             ownership: Ownership::Native,
+            parents: Some(Mutex::new(LruCache::new(
+                NonZeroUsize::new(PARENT_CACHE).expect("nonzero"),
+            ))),
         })
+    }
+
+    /// Opens every parent directory afresh on each lookup: for a directory that
+    /// changes while it is read (directories renamed under it would otherwise be
+    /// found at their old paths). Layers of a stack are fixed while it is mounted,
+    /// as for overlayfs, and keep recent parents open.
+    pub fn without_parent_cache(mut self) -> DirLayer {
+        self.parents = None;
+        self
+    }
+
+    /// The directory at `rel` (an `O_PATH` descriptor), from the cache when it is there.
+    fn parent_dir(&self, rel: &Path) -> io::Result<Arc<OwnedFd>> {
+        let Some(cache) = &self.parents else {
+            return Ok(Arc::new(self.open_dir_rel(rel, libc::O_PATH)?));
+        };
+        if let Some(fd) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(rel) {
+            return Ok(fd.clone());
+        }
+        let fd = Arc::new(self.open_dir_rel(rel, libc::O_PATH)?);
+        cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put(rel.to_path_buf(), fd.clone());
+        Ok(fd)
     }
 
     /// Opens the layer directory `dir` of a store whose owners, modes and device
@@ -103,7 +141,7 @@ impl DirLayer {
         if components.iter().any(|c| self.is_hidden(c)) {
             return Ok(None);
         }
-        match self.open_dir_rel(&join_components(parent), libc::O_PATH) {
+        match self.parent_dir(&join_components(parent)) {
             Ok(fd) => Ok(Some(Location::In(fd, name.clone()))),
             Err(e) if is_absent(&e) => Ok(None),
             Err(e) => Err(e),
@@ -231,9 +269,9 @@ impl LayerReader for DirLayer {
             Location::Root => fsutil::open_dir_at(self.root_fd.as_fd(), OsStr::new(""))?,
             Location::In(parent, name) => fsutil::open_dir_at(parent.as_fd(), &name)?,
         };
-        let names = fsutil::read_dir_names(dir.as_fd())?;
-        let mut out = Vec::with_capacity(names.len());
-        for name in &names {
+        let listed = fsutil::read_dir_typed(dir.as_fd())?;
+        let mut out = Vec::with_capacity(listed.len());
+        for (name, reported) in &listed {
             let bytes = name.as_bytes();
             if self.format == WhiteoutFormat::Aufs
                 && bytes.starts_with(OCI_WHITEOUT_PREFIX.as_bytes())
@@ -242,8 +280,8 @@ impl LayerReader for DirLayer {
                     continue;
                 }
                 let target = OsStr::from_bytes(&bytes[OCI_WHITEOUT_PREFIX.len()..]);
-                let shadowed = names
-                    .binary_search_by(|n| n.as_bytes().cmp(target.as_bytes()))
+                let shadowed = listed
+                    .binary_search_by(|(n, _)| n.as_bytes().cmp(target.as_bytes()))
                     .is_ok();
                 if !target.is_empty() && !shadowed {
                     out.push(DirEntry {
@@ -251,6 +289,20 @@ impl LayerReader for DirLayer {
                         kind: FileKind::Whiteout,
                     });
                 }
+                continue;
+            }
+            // The directory's own type is enough unless a character device may be
+            // an overlay whiteout or an empty file may stand in for a device node.
+            let trusted = match reported {
+                Some(FileKind::CharDevice) | None => false,
+                Some(FileKind::Regular) => self.ownership.is_native(),
+                Some(_) => true,
+            };
+            if let (true, Some(kind)) = (trusted, reported) {
+                out.push(DirEntry {
+                    name: name.clone(),
+                    kind: *kind,
+                });
                 continue;
             }
             let Some(mut meta) = fsutil::stat_at(dir.as_fd(), name)? else {

@@ -261,6 +261,12 @@ pub fn stat_fd(fd: BorrowedFd<'_>) -> io::Result<Meta> {
 ///
 /// Reads through a fresh open file description, so `dir`'s own offset is untouched.
 pub fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
+    Ok(read_dir_typed(dir)?.into_iter().map(|(n, _)| n).collect())
+}
+
+/// The names in directory `dir` (without `.` and `..`), sorted bytewise, each
+/// with its type as the directory reports it (`None` where it does not say).
+pub fn read_dir_typed(dir: BorrowedFd<'_>) -> io::Result<Vec<(OsString, Option<FileKind>)>> {
     let fd = open_at(dir, OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
     let raw = std::os::fd::IntoRawFd::into_raw_fd(fd);
     // SAFETY: `raw` is an open directory descriptor whose ownership passes to the DIR stream.
@@ -289,13 +295,24 @@ pub fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
         let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) };
         let bytes = name.to_bytes();
         if bytes != b"." && bytes != b".." {
-            names.push(OsString::from_vec(bytes.to_vec()));
+            // SAFETY: as above.
+            let kind = match unsafe { (*ent).d_type } {
+                libc::DT_REG => Some(FileKind::Regular),
+                libc::DT_DIR => Some(FileKind::Directory),
+                libc::DT_LNK => Some(FileKind::Symlink),
+                libc::DT_FIFO => Some(FileKind::Fifo),
+                libc::DT_CHR => Some(FileKind::CharDevice),
+                libc::DT_BLK => Some(FileKind::BlockDevice),
+                libc::DT_SOCK => Some(FileKind::Socket),
+                _ => None,
+            };
+            names.push((OsString::from_vec(bytes.to_vec()), kind));
         }
     };
     // SAFETY: `stream` is valid and closed exactly once (this also closes `raw`).
     unsafe { libc::closedir(stream) };
     result?;
-    names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    names.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     Ok(names)
 }
 

@@ -88,7 +88,7 @@ impl Merged {
         let (upper, upper_reader) = match upper {
             Some((dir, work)) => {
                 let reader: Arc<dyn LayerReader> =
-                    Arc::new(DirLayer::open_as(&dir, format, ownership)?);
+                    Arc::new(DirLayer::open_as(&dir, format, ownership)?.without_parent_cache());
                 (
                     Some(Upper::open(&dir, &work, format, ownership)?),
                     Some(reader),
