@@ -82,6 +82,14 @@ impl DirLayer {
         self
     }
 
+    /// Forgets the cached parent directories (the layer's directories were moved
+    /// or removed by whoever writes it).
+    pub fn forget_parents(&self) {
+        if let Some(cache) = &self.parents {
+            cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+    }
+
     /// The directory at `rel` (an `O_PATH` descriptor), from the cache when it is there.
     fn parent_dir(&self, rel: &Path) -> io::Result<Arc<OwnedFd>> {
         let Some(cache) = &self.parents else {

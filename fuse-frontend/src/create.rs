@@ -277,7 +277,7 @@ impl Merged {
 
 /// Where a new object goes in the upper.
 struct Slot {
-    dir: OwnedFd,
+    dir: Arc<OwnedFd>,
     over_whiteout: bool,
     parent_setgid: bool,
     /// The parent's stored gid (`None` when no mapping covers it).

@@ -72,6 +72,8 @@ pub(crate) struct Merged {
     pub(crate) aliases: Mutex<HashMap<usize, Arc<AliasIndex>>>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) identity: Identity,
+    /// The upper read as a layer (its directory cache is dropped with the upper's).
+    upper_layer: Option<Arc<DirLayer>>,
 }
 
 impl Merged {
@@ -85,16 +87,18 @@ impl Merged {
         identity: Identity,
     ) -> io::Result<Merged> {
         let ownership = identity.ownership;
-        let (upper, upper_reader) = match upper {
+        let (upper, upper_reader, upper_layer) = match upper {
             Some((dir, work)) => {
-                let reader: Arc<dyn LayerReader> =
-                    Arc::new(DirLayer::open_as(&dir, format, ownership)?.without_parent_cache());
+                // Its cached parents are forgotten whenever a directory moves or goes.
+                let layer = Arc::new(DirLayer::open_as(&dir, format, ownership)?);
+                let reader: Arc<dyn LayerReader> = layer.clone();
                 (
                     Some(Upper::open(&dir, &work, format, ownership)?),
                     Some(reader),
+                    Some(layer),
                 )
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         if upper.is_none() && lowers.is_empty() {
             return Err(io::Error::new(
@@ -113,7 +117,28 @@ impl Merged {
             aliases: Mutex::new(HashMap::new()),
             counters: Arc::new(Counters::default()),
             identity,
+            upper_layer,
         })
+    }
+
+    /// Forgets every cached upper directory: called before a directory of the
+    /// upper is removed or moved (rmdir, rename).
+    pub(crate) fn forget_upper_dirs(&self) {
+        if let Some(upper) = &self.upper {
+            upper.forget_dirs();
+        }
+        if let Some(layer) = &self.upper_layer {
+            layer.forget_parents();
+        }
+    }
+
+    /// Marks the start of an operation that removes or moves upper directories
+    /// (taken with the table lock held): cached directories are forgotten now
+    /// and again when the returned guard drops, since the operation may itself
+    /// have opened one at a path it then changed.
+    pub(crate) fn upper_dirs_change(&self) -> UpperDirsChange<'_> {
+        self.forget_upper_dirs();
+        UpperDirsChange(self)
     }
 
     /// Whether writes are possible.
@@ -141,7 +166,11 @@ impl Merged {
 
     /// The open upper directory holding `ino` and its name there (`""` and the
     /// root itself for the root).
-    pub(crate) fn upper_location(&self, t: &Table, ino: u64) -> io::Result<(OwnedFd, OsString)> {
+    pub(crate) fn upper_location(
+        &self,
+        t: &Table,
+        ino: u64,
+    ) -> io::Result<(Arc<OwnedFd>, OsString)> {
         let upper = self.upper()?;
         if ino == ROOT {
             return Ok((upper.dir(Path::new(""))?, OsString::new()));
@@ -443,11 +472,12 @@ impl Merged {
             return Ok(());
         }
         let (dir, name) = self.upper_location(&t, ino)?;
-        let fd = if name.is_empty() {
-            dir
+        let name = if name.is_empty() {
+            OsStr::new(".")
         } else {
-            fsutil::open_dir_at(dir.as_fd(), &name)?
+            name.as_os_str()
         };
+        let fd = fsutil::open_dir_at(dir.as_fd(), name)?;
         File::from(fd).sync_all()
     }
 }
@@ -458,5 +488,14 @@ pub(crate) fn target<'a>(dir: &'a OwnedFd, name: &'a OsStr) -> Target<'a> {
         Target::Fd(dir.as_fd())
     } else {
         Target::At(dir.as_fd(), name)
+    }
+}
+
+/// Forgets the cached upper directories when dropped (see [`Merged::upper_dirs_change`]).
+pub(crate) struct UpperDirsChange<'a>(&'a Merged);
+
+impl Drop for UpperDirsChange<'_> {
+    fn drop(&mut self) {
+        self.0.forget_upper_dirs();
     }
 }

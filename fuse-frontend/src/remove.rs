@@ -44,6 +44,7 @@ impl Merged {
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> io::Result<()> {
         let upper = self.upper()?;
         let mut t = self.lock();
+        let _fresh = self.upper_dirs_change();
         let ino = self
             .child(&mut t, parent, name)?
             .ok_or_else(|| errno(libc::ENOENT))?;

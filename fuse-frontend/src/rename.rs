@@ -45,6 +45,7 @@ impl Merged {
             return Err(errno(libc::EINVAL));
         }
         let mut t = self.lock();
+        let _fresh = self.upper_dirs_change();
         let src = self
             .child(&mut t, parent, name)?
             .ok_or_else(|| errno(libc::ENOENT))?;

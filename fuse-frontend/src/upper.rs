@@ -9,9 +9,13 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use drivers::fsutil;
@@ -32,7 +36,13 @@ pub(crate) struct Upper {
     format: WhiteoutFormat,
     ownership: Ownership,
     counter: AtomicU64,
+    /// Recently opened upper directories by merged path; emptied whenever a
+    /// directory of the upper is removed or renamed (only this daemon changes it).
+    dirs: Mutex<LruCache<PathBuf, Arc<OwnedFd>>>,
 }
+
+/// How many upper directories stay open for the next operations.
+const DIR_CACHE: usize = 64;
 
 impl Upper {
     /// Opens `upper` with its work directory `work` (which must be on the same
@@ -68,6 +78,9 @@ impl Upper {
             format,
             ownership,
             counter: AtomicU64::new(0),
+            dirs: Mutex::new(LruCache::new(
+                NonZeroUsize::new(DIR_CACHE).expect("nonzero"),
+            )),
         })
     }
 
@@ -93,14 +106,26 @@ impl Upper {
 
     /// Opens the upper directory at merged path `rel` (`""` is the root), never
     /// through a symlink.
-    pub fn dir(&self, rel: &Path) -> io::Result<OwnedFd> {
-        fsutil::open_in_root(
+    pub fn dir(&self, rel: &Path) -> io::Result<Arc<OwnedFd>> {
+        let mut cache = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(fd) = cache.get(rel) {
+            return Ok(fd.clone());
+        }
+        let fd = Arc::new(fsutil::open_in_root(
             self.root.as_fd(),
             rel,
             libc::O_RDONLY | libc::O_DIRECTORY,
             0,
             libc::RESOLVE_NO_SYMLINKS,
-        )
+        )?);
+        cache.put(rel.to_path_buf(), fd.clone());
+        Ok(fd)
+    }
+
+    /// Forgets the open directories: a directory of the upper is about to be
+    /// removed or moved, so a path may stop naming the directory cached for it.
+    pub fn forget_dirs(&self) {
+        self.dirs.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// A fresh name for an object being built in the work directory.
