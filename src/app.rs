@@ -65,7 +65,7 @@ impl App {
 
     /// Opens a frontend.
     pub fn frontend(&self, kind: FrontendKind, foreground: bool) -> Result<Box<dyn Frontend>> {
-        self.frontend_mapped(kind, foreground, &Presentation::default())
+        self.frontend_mapped(kind, foreground, &FuseMountOptions::default())
     }
 
     /// Opens a frontend whose FUSE mounts present owners through `ids`.
@@ -73,10 +73,13 @@ impl App {
         &self,
         kind: FrontendKind,
         foreground: bool,
-        ids: &Presentation,
+        ids: &FuseMountOptions,
     ) -> Result<Box<dyn Frontend>> {
         if kind == FrontendKind::Kernel && !ids.is_identity() {
             bail!("--uidmap/--gidmap apply to the FUSE frontend (add --frontend fuse)");
+        }
+        if kind == FrontendKind::Kernel && ids.volatile {
+            bail!("--volatile applies to the FUSE frontend (add --frontend fuse)");
         }
         let logs = self.root().join("logs");
         std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
@@ -90,6 +93,7 @@ impl App {
             uid_map: ids.uids.clone(),
             gid_map: ids.gids.clone(),
             check_permissions: ids.check_permissions,
+            volatile: ids.volatile,
         };
         registry::open_frontend(kind, &options)
     }
@@ -220,29 +224,32 @@ impl App {
     }
 }
 
-/// How a FUSE mount presents owners (`--uidmap`, `--gidmap`) and whether the
-/// kernel checks permissions on it.
+/// How a FUSE mount presents owners (`--uidmap`, `--gidmap`), whether the
+/// kernel checks permissions on it, and whether it flushes to stable storage.
 #[derive(Debug, Clone)]
-pub struct Presentation {
+pub struct FuseMountOptions {
     /// Stored → presented uids.
     pub uids: fuse_frontend::IdMap,
     /// Stored → presented gids.
     pub gids: fuse_frontend::IdMap,
     /// `default_permissions` (off only for private views this process reads whole).
     pub check_permissions: bool,
+    /// `--volatile`: no flushes to stable storage (overlayfs's `volatile`).
+    pub volatile: bool,
 }
 
-impl Default for Presentation {
+impl Default for FuseMountOptions {
     fn default() -> Self {
-        Presentation {
+        FuseMountOptions {
             uids: Default::default(),
             gids: Default::default(),
             check_permissions: true,
+            volatile: false,
         }
     }
 }
 
-impl Presentation {
+impl FuseMountOptions {
     /// Whether ids are presented as stored.
     pub fn is_identity(&self) -> bool {
         self.uids.is_identity() && self.gids.is_identity()
@@ -250,11 +257,12 @@ impl Presentation {
 
     /// The mapping of a rootless container's user namespace: its root (0) is
     /// this process's user and group.
-    pub fn root_to_caller() -> Presentation {
-        Presentation {
+    pub fn root_to_caller() -> FuseMountOptions {
+        FuseMountOptions {
             uids: fuse_frontend::IdMap::single(0, nix::unistd::geteuid().as_raw(), 1),
             gids: fuse_frontend::IdMap::single(0, nix::unistd::getegid().as_raw(), 1),
             check_permissions: true,
+            volatile: false,
         }
     }
 }

@@ -116,6 +116,10 @@ pub enum Command {
         /// FUSE: the same for gids.
         #[arg(long, value_name = "MAP")]
         gidmap: Option<fuse_frontend::IdMap>,
+        /// FUSE: like overlayfs's `volatile`, never flush the container's layer to
+        /// stable storage (faster copy-ups; after a host crash, discard the container).
+        #[arg(long)]
+        volatile: bool,
         /// Image or container.
         target: String,
         /// An existing directory.

@@ -39,7 +39,6 @@ const IGNORED_OPTIONS: &[&str] = &[
     "allow_root",
     "max_read",
     "timeout",
-    "volatile",
     "xino",
     "redirect_dir",
     "index",
@@ -69,6 +68,8 @@ pub struct FuseOverlayArgs {
     pub uid_map: IdMap,
     /// `gidmapping=CONTAINER:HOST:LEN[:...]`.
     pub gid_map: IdMap,
+    /// `volatile`: never flush the upper to stable storage.
+    pub volatile: bool,
     /// `xattr_permissions=2`: owners, modes and device nodes are kept in
     /// `user.containers.override_stat` (an unprivileged store).
     pub xattr_permissions: bool,
@@ -178,6 +179,7 @@ impl FuseOverlayArgs {
                 b"upperdir" => self.upper = Some(path(val)?),
                 b"workdir" => self.work = Some(path(val)?),
                 b"ro" => self.read_only = true,
+                b"volatile" => self.volatile = true,
                 b"uidmapping" | b"gidmapping" => {
                     let text = String::from_utf8_lossy(val.context("a mapping needs a value")?);
                     let map: IdMap = text.parse()?;
@@ -245,7 +247,7 @@ mod tests {
     fn id_mappings_parse_like_fuse_overlayfs() {
         let a = FuseOverlayArgs::parse(&args(&[
             "-o",
-            "lowerdir=/l,uidmapping=0:1000:1:1:100000:65536,gidmapping=0:1000:1,xattr_permissions=2",
+            "lowerdir=/l,uidmapping=0:1000:1:1:100000:65536,gidmapping=0:1000:1,xattr_permissions=2,volatile",
             "/m",
         ]))
         .unwrap();
@@ -253,6 +255,7 @@ mod tests {
         assert_eq!(a.uid_map.to_host(2), 100001);
         assert_eq!(a.gid_map.to_host(1), fuse_frontend::OVERFLOW_ID);
         assert!(a.xattr_permissions);
+        assert!(a.volatile, "volatile is acted upon, not ignored");
         let err = FuseOverlayArgs::parse(&args(&["-o", "lowerdir=/l,uidmapping=0:1", "/m"]))
             .unwrap_err()
             .to_string();

@@ -73,6 +73,8 @@ pub struct FrontendOptions {
     pub gid_map: IdMap,
     /// `default_permissions` on FUSE mounts.
     pub check_permissions: bool,
+    /// FUSE mounts skip flushes to stable storage.
+    pub volatile: bool,
 }
 
 impl Default for FrontendOptions {
@@ -83,6 +85,7 @@ impl Default for FrontendOptions {
             uid_map: IdMap::default(),
             gid_map: IdMap::default(),
             check_permissions: true,
+            volatile: false,
         }
     }
 }
@@ -101,6 +104,7 @@ pub fn open_frontend(kind: FrontendKind, options: &FrontendOptions) -> Result<Bo
                 uid_map: options.uid_map.clone(),
                 gid_map: options.gid_map.clone(),
                 check_permissions: options.check_permissions,
+                volatile: options.volatile,
                 ..FuseOptions::default()
             })))
         }

@@ -218,7 +218,10 @@ fn build_copy(
                 }
                 None => copy_through_reader(reader, path, &dst, len)?,
             }
-            dst.sync_all()?;
+            if !upper.is_volatile() {
+                dst.sync_all()?;
+                Counters::bump(&counters.syncs);
+            }
         }
         FileKind::Symlink => {
             let target = reader.readlink(path)?;

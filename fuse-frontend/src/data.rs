@@ -137,8 +137,12 @@ impl Merged {
     /// Flushes open file `fh` to stable storage.
     pub fn fsync(&self, fh: u64, datasync: bool) -> io::Result<()> {
         let open = self.files.get(fh)?;
+        if self.upper.as_ref().is_some_and(|u| u.is_volatile()) {
+            return Ok(());
+        }
         match open.file() {
             Some(file) if open.layer == 0 => {
+                Counters::bump(&self.counters.syncs);
                 if datasync {
                     file.sync_data()
                 } else {

@@ -468,7 +468,8 @@ impl Merged {
     /// Flushes directory `ino` of the upper to stable storage.
     pub fn fsyncdir(&self, ino: u64) -> io::Result<()> {
         let t = self.lock();
-        if self.upper.is_none() || !self.in_upper(&t, ino)? {
+        let volatile = self.upper.as_ref().is_none_or(|u| u.is_volatile());
+        if volatile || !self.in_upper(&t, ino)? {
             return Ok(());
         }
         let (dir, name) = self.upper_location(&t, ino)?;

@@ -107,8 +107,12 @@ pub(crate) fn build(spec: MountSpec, target: &Path, options: &FuseOptions) -> Re
         uids: options.uid_map.clone(),
         gids: options.gid_map.clone(),
     };
-    Merged::new(lowers, upper, whiteouts, identity)
-        .map_err(|e| mount_error(target, format!("preparing the stack: {e}")))
+    let merged = Merged::new(lowers, upper, whiteouts, identity)
+        .map_err(|e| mount_error(target, format!("preparing the stack: {e}")))?;
+    if let Some(upper) = &merged.upper {
+        upper.set_volatile(options.volatile);
+    }
+    Ok(merged)
 }
 
 /// The fuser configuration of a mount.

@@ -35,6 +35,10 @@ pub struct FuseOptions {
     /// views in an unprivileged store, which must read every file whatever its
     /// mode) turn it off.
     pub check_permissions: bool,
+    /// Like overlayfs's `volatile`: skip every flush of the upper to stable
+    /// storage (copy-ups are not synced, `fsync` does nothing). Faster; after a
+    /// crash of the host the container's upper must be thrown away.
+    pub volatile: bool,
     /// Uid mapping between stored and presented owners (fuse-overlayfs's
     /// `uidmapping`); empty shows ids as stored.
     pub uid_map: IdMap,
@@ -54,6 +58,7 @@ impl Default for FuseOptions {
             fsname: "lamina".to_string(),
             start_timeout: Duration::from_secs(30),
             check_permissions: true,
+            volatile: false,
             uid_map: IdMap::default(),
             gid_map: IdMap::default(),
         }

@@ -15,6 +15,9 @@ pub struct ServeStats {
     /// Bytes of file data copy-ups asked the upper's filesystem to copy (a
     /// reflink counts its length too: the filesystem shares the blocks).
     pub copy_up_bytes: u64,
+    /// Flushes of the upper to stable storage (copy-ups, `fsync`, `fsyncdir`);
+    /// none on a volatile mount.
+    pub syncs: u64,
     /// Opens answered with passthrough to a backing file.
     pub passthrough_opens: u64,
     /// Opens served through the kernel's page cache and the server.
@@ -30,6 +33,7 @@ pub(crate) struct Counters {
     pub writes: AtomicU64,
     pub copy_ups: AtomicU64,
     pub copy_up_bytes: AtomicU64,
+    pub syncs: AtomicU64,
     pub passthrough_opens: AtomicU64,
     pub cached_opens: AtomicU64,
     pub direct_opens: AtomicU64,
@@ -49,6 +53,7 @@ impl Counters {
             writes: get(&self.writes),
             copy_ups: get(&self.copy_ups),
             copy_up_bytes: get(&self.copy_up_bytes),
+            syncs: get(&self.syncs),
             passthrough_opens: get(&self.passthrough_opens),
             cached_opens: get(&self.cached_opens),
             direct_opens: get(&self.direct_opens),

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use drivers::fsutil;
 use drivers::layer::{FileKind, OCI_OPAQUE, OCI_WHITEOUT_PREFIX};
@@ -39,6 +39,8 @@ pub(crate) struct Upper {
     /// Recently opened upper directories by merged path; emptied whenever a
     /// directory of the upper is removed or renamed (only this daemon changes it).
     dirs: Mutex<LruCache<PathBuf, Arc<OwnedFd>>>,
+    /// Skip every flush to stable storage (overlayfs's `volatile`).
+    volatile: AtomicBool,
 }
 
 /// How many upper directories stay open for the next operations.
@@ -78,10 +80,23 @@ impl Upper {
             format,
             ownership,
             counter: AtomicU64::new(0),
+            volatile: AtomicBool::new(false),
             dirs: Mutex::new(LruCache::new(
                 NonZeroUsize::new(DIR_CACHE).expect("nonzero"),
             )),
         })
+    }
+
+    /// Like overlayfs's `volatile` option: no `fsync` of copied-up data and
+    /// `fsync`/`fsyncdir` do nothing, so a crash of the *host* may leave the
+    /// upper incomplete (a killed daemon cannot: the page cache survives it).
+    pub fn set_volatile(&self, volatile: bool) {
+        self.volatile.store(volatile, Ordering::Relaxed);
+    }
+
+    /// Whether flushes to stable storage are skipped.
+    pub fn is_volatile(&self) -> bool {
+        self.volatile.load(Ordering::Relaxed)
     }
 
     /// How the upper keeps owners, modes and device nodes.

@@ -128,3 +128,42 @@ fn truncation_copies_only_what_stays() {
     assert_eq!(fs::read(dirs.merged.join("d/big")).unwrap(), want);
     assert_eq!(guard.stats().copy_up_bytes, BIG);
 }
+
+#[test]
+fn volatile_mounts_never_flush_the_upper() {
+    if !gate("volatile_mounts_never_flush_the_upper") {
+        return;
+    }
+    for volatile in [false, true] {
+        let t = tempfile::tempdir().unwrap();
+        let dirs = stack(t.path());
+        let m = &dirs.merged;
+        let options = fuse_frontend::FuseOptions {
+            volatile,
+            ..fuse_options(true)
+        };
+        let guard = FuseGuard::mount(dirs.spec(OVERLAY, true), m, &options);
+        fs::set_permissions(m.join("d/big"), fs::Permissions::from_mode(0o600)).unwrap();
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(m.join("d/small"))
+            .unwrap();
+        f.write_all(b"+").unwrap();
+        f.sync_all().unwrap();
+        drop(f);
+        let s = guard.stats();
+        assert_eq!(s.copy_up_bytes, BIG + 10, "{s:?}");
+        if volatile {
+            assert_eq!(s.syncs, 0, "a volatile mount flushes nothing: {s:?}");
+        } else {
+            assert!(s.syncs >= 3, "two copy-ups and an fsync are flushed: {s:?}");
+        }
+        // Either way the upper holds the right data at once.
+        assert_eq!(fs::read(dirs.upper.join("d/big")).unwrap(), pattern(BIG));
+        assert_eq!(
+            fs::read(dirs.upper.join("d/small")).unwrap(),
+            b"small file+"
+        );
+        guard.unmount();
+    }
+}

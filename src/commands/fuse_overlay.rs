@@ -51,6 +51,7 @@ pub fn run(args: &[OsString]) -> Result<()> {
     };
     let frontend = FuseFrontend::new(FuseOptions {
         foreground: args.foreground,
+        volatile: args.volatile,
         uid_map: args.uid_map.clone(),
         gid_map: args.gid_map.clone(),
         ..FuseOptions::default()

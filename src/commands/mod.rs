@@ -68,6 +68,7 @@ pub fn run(cli: Cli) -> Result<()> {
             foreground,
             uidmap,
             gidmap,
+            volatile,
             target,
             mountpoint,
         } => mount::mount(
@@ -79,10 +80,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 layer,
                 upto,
                 foreground,
-                ids: crate::app::Presentation {
+                ids: crate::app::FuseMountOptions {
                     uids: uidmap.unwrap_or_default(),
                     gids: gidmap.unwrap_or_default(),
                     check_permissions: true,
+                    volatile,
                 },
                 target: &target,
                 mountpoint: &mountpoint,

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use drivers::mount_table::{MountRecord, MountRequest};
 use drivers::FrontendKind;
 
-use crate::app::{App, Presentation, Target};
+use crate::app::{App, FuseMountOptions, Target};
 use crate::commands::inspect_layers;
 use crate::runtime_spec::RootlessUser;
 use fuse_frontend::IdMap;
@@ -19,7 +19,7 @@ pub struct MountArgs<'a> {
     pub layer: Option<usize>,
     pub upto: Option<usize>,
     pub foreground: bool,
-    pub ids: Presentation,
+    pub ids: FuseMountOptions,
     pub target: &'a str,
     pub mountpoint: &'a Path,
 }
@@ -48,7 +48,7 @@ fn attach(
     frontend: FrontendKind,
     req: &MountRequest<'_>,
     foreground: bool,
-    ids: &Presentation,
+    ids: &FuseMountOptions,
 ) -> Result<Option<MountRecord>> {
     if !foreground {
         let frontend = app.frontend_mapped(frontend, false, ids)?;
@@ -188,9 +188,9 @@ pub fn export(app: &App, target: &str, output: &Path) -> Result<()> {
             upto: None,
             foreground: false,
             // Exporting reads every file, whatever its mode, through a private mount.
-            ids: Presentation {
+            ids: FuseMountOptions {
                 check_permissions: false,
-                ..Presentation::default()
+                ..FuseMountOptions::default()
             },
             target,
             mountpoint: dir.path(),
@@ -270,14 +270,15 @@ pub fn bundle(
         gid: nix::unistd::getegid().as_raw(),
     });
     let default_ids = if rootless.is_some() {
-        Presentation::root_to_caller()
+        FuseMountOptions::root_to_caller()
     } else {
-        Presentation::default()
+        FuseMountOptions::default()
     };
-    let ids = Presentation {
+    let ids = FuseMountOptions {
         uids: uidmap.unwrap_or(default_ids.uids),
         gids: gidmap.unwrap_or(default_ids.gids),
         check_permissions: true,
+        volatile: false,
     };
     std::fs::create_dir_all(&rootfs).with_context(|| format!("creating {}", rootfs.display()))?;
     let record = mount_target(
