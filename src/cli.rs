@@ -195,6 +195,7 @@ pub enum Command {
     /// Run the same workloads on every driver × frontend and the peers, head to head.
     Bench {
         /// Drivers (and peers by id) to measure, comma-separated; default all available.
+        /// `overlay2-volatile` adds overlay2 through FUSE with containers mounted `--volatile`.
         #[arg(long, value_delimiter = ',')]
         drivers: Vec<String>,
         /// Frontends to measure (kernel, fuse), comma-separated; default both.

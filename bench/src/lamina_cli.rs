@@ -170,15 +170,18 @@ impl LaminaCli {
         frontend: &str,
         name: &str,
         mountpoint: &Path,
+        volatile: bool,
     ) -> Result<(), BenchError> {
-        self.run(&[
+        let mut args = vec![
             OsStr::new("mount"),
             OsStr::new("--frontend"),
             OsStr::new(frontend),
-            OsStr::new(name),
-            mountpoint.as_os_str(),
-        ])
-        .map(drop)
+        ];
+        if volatile {
+            args.push(OsStr::new("--volatile"));
+        }
+        args.extend([OsStr::new(name), mountpoint.as_os_str()]);
+        self.run(&args).map(drop)
     }
 
     /// Unmounts what `lamina mount` mounted on `mountpoint`.

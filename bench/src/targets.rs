@@ -17,6 +17,8 @@ pub(crate) enum Target {
         driver: String,
         /// `kernel` or `fuse`.
         frontend: String,
+        /// Containers mounted `--volatile` (no flushes to stable storage).
+        volatile: bool,
     },
     /// Another filesystem over the same layer directories.
     Peer(Box<dyn Peer>),
@@ -26,7 +28,18 @@ impl Target {
     /// The target's id in reports (`overlay2/kernel`, `kernel-overlayfs`, ...).
     pub fn id(&self) -> String {
         match self {
-            Target::Lamina { driver, frontend } => lamina_id(driver, frontend),
+            Target::Lamina {
+                driver,
+                frontend,
+                volatile,
+            } => {
+                let id = lamina_id(driver, frontend);
+                if *volatile {
+                    format!("{id}-volatile")
+                } else {
+                    id
+                }
+            }
             Target::Peer(p) => p.id().to_string(),
         }
     }
@@ -34,10 +47,21 @@ impl Target {
     /// What the report says about it.
     pub fn info(&self) -> TargetInfo {
         match self {
-            Target::Lamina { driver, frontend } => TargetInfo {
+            Target::Lamina {
+                driver,
+                frontend,
+                volatile,
+            } => TargetInfo {
                 id: self.id(),
                 kind: TargetKind::Lamina,
-                description: format!("Lamina's {driver} driver through the {frontend} frontend"),
+                description: format!(
+                    "Lamina's {driver} driver through the {frontend} frontend{}",
+                    if *volatile {
+                        ", containers mounted --volatile (no flushes to stable storage)"
+                    } else {
+                        ""
+                    }
+                ),
             },
             Target::Peer(p) => TargetInfo {
                 id: self.id(),
@@ -56,7 +80,9 @@ impl Target {
         mountpoint: Mountpoint,
     ) -> Result<Mounted, BenchError> {
         match self {
-            Target::Lamina { driver, frontend } => {
+            Target::Lamina {
+                driver, frontend, ..
+            } => {
                 cli.mount_image(driver, frontend, name, mountpoint.path())?;
                 Ok(Mounted::new(
                     mountpoint,
@@ -86,9 +112,13 @@ impl Target {
         mountpoint: Mountpoint,
     ) -> Result<Mounted, BenchError> {
         match self {
-            Target::Lamina { driver, frontend } => {
+            Target::Lamina {
+                driver,
+                frontend,
+                volatile,
+            } => {
                 let lease = ContainerLease::lamina(cli, driver, name, container.clone())?;
-                cli.mount_container(frontend, &container, mountpoint.path())?;
+                cli.mount_container(frontend, &container, mountpoint.path(), *volatile)?;
                 Ok(Mounted::new(
                     mountpoint,
                     Unmount::Lamina(cli.clone()),
@@ -124,6 +154,10 @@ impl Target {
         }
     }
 }
+
+/// The `--drivers` name of the opt-in row of overlay2 through FUSE with containers
+/// mounted `--volatile`.
+pub(crate) const VOLATILE_ROW: &str = "overlay2-volatile";
 
 /// The id of a Lamina row: `driver/frontend`.
 pub(crate) fn lamina_id(driver: &str, frontend: &str) -> String {
@@ -161,6 +195,7 @@ pub(crate) fn select(
         }
     }
     known.extend(peers::known_ids().into_iter().map(String::from));
+    known.push(VOLATILE_ROW.to_string());
     if let Some(d) = drivers.iter().find(|d| !known.contains(d)) {
         return Err(BenchError::UnknownDriver {
             name: d.clone(),
@@ -181,7 +216,19 @@ pub(crate) fn select(
             lamina.push(Target::Lamina {
                 driver: r.driver.clone(),
                 frontend: r.frontend.clone(),
+                volatile: false,
             });
+            // Asked for by name only: overlay2 through FUSE with volatile containers.
+            if r.driver == "overlay2"
+                && r.frontend == "fuse"
+                && drivers.iter().any(|d| d == VOLATILE_ROW)
+            {
+                lamina.push(Target::Lamina {
+                    driver: r.driver.clone(),
+                    frontend: r.frontend.clone(),
+                    volatile: true,
+                });
+            }
         } else {
             skipped.push(Skipped {
                 target: lamina_id(&r.driver, &r.frontend),
@@ -321,5 +368,24 @@ mod tests {
             .err()
             .unwrap();
         assert!(matches!(e, BenchError::UnknownFrontend(f) if f == "nfs"));
+    }
+
+    #[test]
+    fn the_volatile_row_is_measured_only_when_named() {
+        let mut all = rows();
+        all[1].available = true;
+        let plain = select(&all, peers_found(), &[], &[]).unwrap();
+        assert!(!ids(&plain).iter().any(|i| i.ends_with("-volatile")));
+        let named = ["overlay2".to_string(), VOLATILE_ROW.to_string()];
+        let s = select(&all, peers_found(), &named, &[]).unwrap();
+        assert_eq!(
+            ids(&s),
+            [
+                "kernel-overlayfs",
+                "overlay2/kernel",
+                "overlay2/fuse",
+                "overlay2/fuse-volatile"
+            ]
+        );
     }
 }
