@@ -212,8 +212,9 @@ pub fn bind_mount(source: &Path, target: &Path, read_only: bool) -> Result<()> {
 
 /// How long an unmount retries while the target is busy. A mount is briefly
 /// busy after its last user let go: a file's final release can still be in
-/// flight, or a process forked at that moment holds a descriptor until it execs.
-const BUSY_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+/// flight, or a process forked at that moment holds a descriptor until it execs
+/// (this can take seconds on a loaded machine).
+const BUSY_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `umount2(target, 0)`, retried while it fails with `EBUSY` for up to [`BUSY_RETRY`].
 pub fn umount_retrying_busy(target: &Path) -> nix::Result<()> {
