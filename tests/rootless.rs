@@ -190,9 +190,66 @@ const SCRIPT: &str = "set -e; cd \"$1\"; echo new > etc/new; rm etc/a; chmod 060
                       mkdir -p srv/d; echo x > srv/d/f; ln srv/d/f srv/link";
 
 fn container_round_trip(driver: &str) {
-    let test = format!("rootless {driver} × fuse: container diff and commit");
+    round_trip(driver, false);
+}
+
+/// What an overlay-format layer of the store records deletions with.
+fn whiteout_forms(dir: &Path, found: &mut Vec<(String, &'static str)>) {
+    use std::os::unix::fs::FileTypeExt;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let ft = meta.file_type();
+        if ft.is_char_device() && meta.rdev() == 0 {
+            found.push((path.display().to_string(), "device"));
+        } else if ft.is_file()
+            && meta.len() == 0
+            && xattr_names(&path)
+                .iter()
+                .any(|n| n == "user.overlay.whiteout")
+        {
+            found.push((path.display().to_string(), "xattr"));
+        } else if ft.is_dir() && !is_mountpoint(&path) {
+            whiteout_forms(&path, found);
+        }
+    }
+}
+
+fn xattr_names(path: &Path) -> Vec<String> {
+    let out = Command::new("getfattr")
+        .args(["--absolute-names", "-d", "-m", "-"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split('=').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The round trip with whiteouts forced into overlayfs's xattr form, as a kernel
+/// that refuses 0/0 devices to unprivileged users makes Lamina write them.
+fn xattr_whiteouts_round_trip(driver: &str) {
+    round_trip(driver, true);
+}
+
+fn round_trip(driver: &str, xattr_whiteouts: bool) {
+    let test = format!(
+        "rootless {driver} × fuse: container diff and commit{}",
+        if xattr_whiteouts {
+            " (xattr whiteouts)"
+        } else {
+            ""
+        }
+    );
     let Some((l, uid, gid)) = rootless_store(&test) else {
         return;
+    };
+    let l = if xattr_whiteouts {
+        l.env(drivers::whiteouts::FORCE_XATTR_WHITEOUTS_ENV, "1")
+    } else {
+        l
     };
     import_two_layer_image(&l);
     l.ok(["create", "--driver", driver, "img:1", "c1"]);
@@ -247,6 +304,19 @@ fn container_round_trip(driver: &str) {
         !tree.nodes.contains_key("/etc/a"),
         "{test}: /etc/a stays deleted"
     );
+    assert!(
+        !tree.nodes.contains_key("/etc/b"),
+        "{test}: the image's whiteout holds"
+    );
+    if driver == "overlay2" || driver == "squashfs" {
+        let mut forms = Vec::new();
+        whiteout_forms(&l.root.join(driver), &mut forms);
+        let want = if xattr_whiteouts { "xattr" } else { "device" };
+        assert!(
+            !forms.is_empty() && forms.iter().all(|(_, f)| *f == want),
+            "{test}: every whiteout is a {want} whiteout: {forms:?}"
+        );
+    }
     assert_eq!(node("/etc/c").mode, 0o600, "{test}: chmod kept");
     let new = node("/etc/new");
     assert_eq!(
@@ -357,6 +427,16 @@ macro_rules! rootless_rows {
             runc_rootless($driver);
         }
     )*};
+}
+
+#[test]
+fn overlay2_xattr_whiteouts_round_trip() {
+    xattr_whiteouts_round_trip("overlay2");
+}
+
+#[test]
+fn squashfs_xattr_whiteouts_round_trip() {
+    xattr_whiteouts_round_trip("squashfs");
 }
 
 rootless_rows! {

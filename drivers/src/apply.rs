@@ -32,6 +32,7 @@ use crate::layer::{FileKind, OCI_OPAQUE, OCI_WHITEOUT_PREFIX};
 use crate::mount::WhiteoutFormat;
 use crate::ownership::{self, OverrideStat, Ownership, Target};
 use crate::tar_reader::{TarEntry, TarKind, TarReader};
+use crate::whiteouts;
 use crate::xattr::{self, XattrTarget};
 
 /// How whiteout entries of a layer tar are stored in the target directory.
@@ -341,8 +342,17 @@ impl Applier {
         rel: &Path,
         info: &EntryInfo,
     ) -> Result<()> {
+        let replaces_whiteout = match self.mode {
+            WhiteoutMode::Overlay { userxattr } => {
+                match fsutil::stat_at(pfd, name).map_err(|e| self.io("stat", rel, e))? {
+                    Some(m) => whiteouts::is_whiteout_at(pfd, name, &m, userxattr)
+                        .map_err(|e| self.io("read whiteout xattr", rel, e))?,
+                    None => false,
+                }
+            }
+            _ => false,
+        };
         let existing = self.clear_slot(pfd, name, rel, true)?;
-        let replaces_whiteout = existing.is_some_and(|m| m.is_overlay_whiteout());
         let keep = existing.is_some_and(|m| m.is_dir());
         if !keep {
             fsutil::mkdir_at(pfd, name, 0o700).map_err(|e| self.io("mkdir", rel, e))?;
@@ -768,18 +778,24 @@ impl Applier {
                 if existing.is_some() {
                     self.clear_slot(pfd, target, &target_rel, false)?;
                 }
-                fsutil::mknod_at(pfd, target, FileKind::CharDevice, 0, 0).map_err(|e| {
+                let userxattr = matches!(self.mode, WhiteoutMode::Overlay { userxattr: true });
+                let made = whiteouts::make_whiteout_at(pfd, target, userxattr).map_err(|e| {
                     if e.raw_os_error() == Some(libc::EPERM) && !self.ownership.is_native() {
                         bad(format!(
-                            "cannot create the overlay whiteout {}: this kernel does not let \
-                             unprivileged users make 0/0 character devices (Linux 5.8 and later \
-                             do); use the aufs driver, whose whiteouts are .wh. files",
+                            "cannot create the overlay whiteout {}: this kernel lets \
+                             unprivileged users make neither 0/0 character devices nor \
+                             user.* xattrs here; use the aufs driver, whose whiteouts are .wh. files",
                             target_rel.display()
                         ))
                     } else {
                         self.io("mknod whiteout", &target_rel, e)
                     }
-                })
+                })?;
+                if made == FileKind::Regular {
+                    whiteouts::mark_holds_xattr_whiteouts(pfd, userxattr)
+                        .map_err(|e| self.io("mark xattr whiteouts", &target_rel, e))?;
+                }
+                Ok(())
             }
         }
     }

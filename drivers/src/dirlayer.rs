@@ -24,6 +24,7 @@ use crate::fsutil::{self, clean_components, join_components, Meta};
 use crate::layer::{DirEntry, Entry, FileKind, LayerReader, OCI_OPAQUE, OCI_WHITEOUT_PREFIX};
 use crate::mount::WhiteoutFormat;
 use crate::ownership::{self, Ownership, Target};
+use crate::whiteouts;
 use crate::xattr::{self, XattrTarget};
 
 /// A layer stored as a directory, read through descriptors.
@@ -194,6 +195,24 @@ impl DirLayer {
         }
     }
 
+    /// Whether the empty file `name` in `dir` is an xattr whiteout (only the
+    /// `userxattr` overlay form of unprivileged stores writes them).
+    fn is_xattr_whiteout(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        meta: &Meta,
+    ) -> io::Result<bool> {
+        match self.format {
+            WhiteoutFormat::Overlay { userxattr: true }
+                if meta.kind == FileKind::Regular && meta.size == 0 =>
+            {
+                whiteouts::is_whiteout_at(dir, name, meta, true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     fn entry_from(&self, meta: &Meta, opaque: bool) -> Entry {
         let whiteout =
             matches!(self.format, WhiteoutFormat::Overlay { .. }) && meta.is_overlay_whiteout();
@@ -255,6 +274,12 @@ impl LayerReader for DirLayer {
             }
             Location::In(dir, name) => match fsutil::stat_at(dir.as_fd(), &name)? {
                 Some(meta) => {
+                    if self.is_xattr_whiteout(dir.as_fd(), &name, &meta)? {
+                        return Ok(Some(Entry {
+                            kind: FileKind::Whiteout,
+                            ..self.entry_from(&meta, false)
+                        }));
+                    }
                     let meta = self.present(Target::At(dir.as_fd(), &name), meta)?;
                     let opaque = meta.is_dir() && self.is_opaque(Some(dir.as_fd()), &name)?;
                     Ok(Some(self.entry_from(&meta, opaque)))
@@ -301,9 +326,10 @@ impl LayerReader for DirLayer {
             }
             // The directory's own type is enough unless a character device may be
             // an overlay whiteout or an empty file may stand in for a device node.
+            let xattr_whiteouts = self.format == WhiteoutFormat::Overlay { userxattr: true };
             let trusted = match reported {
                 Some(FileKind::CharDevice) | None => false,
-                Some(FileKind::Regular) => self.ownership.is_native(),
+                Some(FileKind::Regular) => self.ownership.is_native() && !xattr_whiteouts,
                 Some(_) => true,
             };
             if let (true, Some(kind)) = (trusted, reported) {
@@ -316,6 +342,13 @@ impl LayerReader for DirLayer {
             let Some(mut meta) = fsutil::stat_at(dir.as_fd(), name)? else {
                 continue;
             };
+            if self.is_xattr_whiteout(dir.as_fd(), name, &meta)? {
+                out.push(DirEntry {
+                    name: name.clone(),
+                    kind: FileKind::Whiteout,
+                });
+                continue;
+            }
             if !self.ownership.is_native() && meta.kind == FileKind::Regular && meta.size == 0 {
                 // It may stand in for a device node.
                 meta = self.present(Target::At(dir.as_fd(), name), meta)?;

@@ -26,6 +26,7 @@ use crate::error::{DriverError, IoContext, Result};
 use crate::fsutil::{self, join_components, Meta};
 use crate::layer::{FileKind, OCI_OPAQUE, OCI_WHITEOUT_PREFIX};
 use crate::mount::WhiteoutFormat;
+use crate::whiteouts;
 use crate::xattr::{self, XattrTarget};
 
 /// What a diff records at one path of a [`DiffPlan`].
@@ -196,7 +197,14 @@ fn walk_layer_dir(
             continue;
         };
         prefix.push(name.clone());
-        if matches!(format, WhiteoutFormat::Overlay { .. }) && meta.is_overlay_whiteout() {
+        let whiteout = match format {
+            WhiteoutFormat::Overlay { userxattr } => {
+                whiteouts::is_whiteout_at(dir, &name, &meta, userxattr)
+                    .ctx("read whiteout xattr", &child)?
+            }
+            _ => false,
+        };
+        if whiteout {
             plan.add_whiteout(prefix);
         } else if meta.is_dir() {
             plan.add_entry(prefix);

@@ -28,6 +28,7 @@ pub mod ownership;
 pub mod squashfs;
 pub mod tar_reader;
 pub mod vfs;
+pub mod whiteouts;
 pub mod xattr;
 
 pub use driver::{Change, ChangeKind, Driver, DriverStatus, LayerId};

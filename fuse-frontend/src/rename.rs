@@ -117,7 +117,9 @@ impl Merged {
         } else {
             let dst_entry = fsutil::stat_at(nd, new_name)?;
             let dst_whiteout = upper.has_whiteout(nd, new_name)?;
-            let dst_real = dst_entry.filter(|m| !(m.is_overlay_whiteout() && dst_whiteout));
+            // In overlay format the whiteout *is* the entry at the name; AUFS keeps it beside.
+            let overlay = matches!(upper.format(), WhiteoutFormat::Overlay { .. });
+            let dst_real = dst_entry.filter(|_| !(overlay && dst_whiteout));
             let mut src_whiteout_done = false;
             if src_kind == FileKind::Directory {
                 match dst_real {

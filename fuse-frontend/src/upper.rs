@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use drivers::fsutil;
 use drivers::layer::{FileKind, OCI_OPAQUE, OCI_WHITEOUT_PREFIX};
 use drivers::ownership::Ownership;
+use drivers::whiteouts;
 use drivers::xattr;
 use drivers::WhiteoutFormat;
 
@@ -173,18 +174,29 @@ impl Upper {
     /// Whether the upper directory `dir` records a whiteout of `name`.
     pub fn has_whiteout(&self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<bool> {
         match self.format {
-            WhiteoutFormat::Overlay { .. } => {
-                Ok(fsutil::stat_at(dir, name)?.is_some_and(|m| m.is_overlay_whiteout()))
-            }
+            WhiteoutFormat::Overlay { userxattr } => match fsutil::stat_at(dir, name)? {
+                Some(m) => whiteouts::is_whiteout_at(dir, name, &m, userxattr),
+                None => Ok(false),
+            },
             WhiteoutFormat::Aufs => Ok(fsutil::stat_at(dir, &Self::aufs_marker(name))?.is_some()),
             WhiteoutFormat::None => Ok(false),
         }
     }
 
-    /// Creates a whiteout `name` in the work directory (overlay format only).
-    fn overlay_whiteout_in_work(&self) -> io::Result<OsString> {
+    /// Creates a whiteout in the work directory (overlay format only), to be
+    /// moved into upper directory `dest`: returns its temporary name.
+    fn overlay_whiteout_in_work(
+        &self,
+        dest: BorrowedFd<'_>,
+        userxattr: bool,
+    ) -> io::Result<OsString> {
         let tmp = self.temp_name();
-        fsutil::mknod_at(self.work(), &tmp, FileKind::CharDevice, 0, 0)?;
+        if whiteouts::make_whiteout_at(self.work(), &tmp, userxattr)? == FileKind::Regular {
+            if let Err(e) = whiteouts::mark_holds_xattr_whiteouts(dest, userxattr) {
+                let _ = fsutil::unlink_at(self.work(), &tmp, false);
+                return Err(e);
+            }
+        }
         Ok(tmp)
     }
 
@@ -198,8 +210,8 @@ impl Upper {
     ) -> io::Result<()> {
         match self.format {
             WhiteoutFormat::None => Err(Self::no_whiteouts()),
-            WhiteoutFormat::Overlay { .. } => {
-                let tmp = self.overlay_whiteout_in_work()?;
+            WhiteoutFormat::Overlay { userxattr } => {
+                let tmp = self.overlay_whiteout_in_work(dir, userxattr)?;
                 let result = match existing {
                     Some(FileKind::Directory) => {
                         sys::rename_at(self.work(), &tmp, dir, name, libc::RENAME_EXCHANGE)
@@ -330,7 +342,9 @@ impl Upper {
             };
             let marker = match self.format {
                 WhiteoutFormat::None => false,
-                WhiteoutFormat::Overlay { .. } => meta.is_overlay_whiteout(),
+                WhiteoutFormat::Overlay { userxattr } => {
+                    whiteouts::is_whiteout_at(dir, &name, &meta, userxattr)?
+                }
                 WhiteoutFormat::Aufs => name.as_bytes().starts_with(OCI_WHITEOUT_PREFIX.as_bytes()),
             };
             if marker {
