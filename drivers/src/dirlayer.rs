@@ -11,15 +11,13 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use lru::LruCache;
-
+use crate::dircache::DirCache;
 use crate::fsutil::{self, clean_components, join_components, Meta};
 use crate::layer::{DirEntry, Entry, FileKind, LayerReader, OCI_OPAQUE, OCI_WHITEOUT_PREFIX};
 use crate::mount::WhiteoutFormat;
@@ -34,9 +32,8 @@ pub struct DirLayer {
     root_fd: OwnedFd,
     format: WhiteoutFormat,
     ownership: Ownership,
-    /// Recently opened parent directories by path (`None`: not cached, for a
-    /// directory that changes while it is read, like a FUSE upper).
-    parents: Option<Mutex<LruCache<PathBuf, Arc<OwnedFd>>>>,
+    /// Recently opened parent directories by path.
+    parents: Arc<DirCache>,
 }
 
 /// How many parent directories a layer keeps open for lookups.
@@ -68,43 +65,17 @@ impl DirLayer {
             root_fd: fsutil::open_dir(dir)?,
             format,
             ownership: Ownership::Native,
-            parents: Some(Mutex::new(LruCache::new(
-                NonZeroUsize::new(PARENT_CACHE).expect("nonzero"),
-            ))),
+            parents: Arc::new(DirCache::new(PARENT_CACHE, libc::O_PATH)),
         })
     }
 
-    /// Opens every parent directory afresh on each lookup: for a directory that
-    /// changes while it is read (directories renamed under it would otherwise be
-    /// found at their old paths). Layers of a stack are fixed while it is mounted,
-    /// as for overlayfs, and keep recent parents open.
-    pub fn without_parent_cache(mut self) -> DirLayer {
-        self.parents = None;
+    /// Looks parent directories up through `cache`, which whoever writes the
+    /// layer while it is read (the FUSE frontend, for its upper) shares and
+    /// clears when directories move or go. Other layers of a stack are fixed
+    /// while it is mounted, as for overlayfs, and keep a cache of their own.
+    pub fn with_dir_cache(mut self, cache: Arc<DirCache>) -> DirLayer {
+        self.parents = cache;
         self
-    }
-
-    /// Forgets the cached parent directories (the layer's directories were moved
-    /// or removed by whoever writes it).
-    pub fn forget_parents(&self) {
-        if let Some(cache) = &self.parents {
-            cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        }
-    }
-
-    /// The directory at `rel` (an `O_PATH` descriptor), from the cache when it is there.
-    fn parent_dir(&self, rel: &Path) -> io::Result<Arc<OwnedFd>> {
-        let Some(cache) = &self.parents else {
-            return Ok(Arc::new(self.open_dir_rel(rel, libc::O_PATH)?));
-        };
-        if let Some(fd) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(rel) {
-            return Ok(fd.clone());
-        }
-        let fd = Arc::new(self.open_dir_rel(rel, libc::O_PATH)?);
-        cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .put(rel.to_path_buf(), fd.clone());
-        Ok(fd)
     }
 
     /// Opens the layer directory `dir` of a store whose owners, modes and device
@@ -150,7 +121,10 @@ impl DirLayer {
         if components.iter().any(|c| self.is_hidden(c)) {
             return Ok(None);
         }
-        match self.parent_dir(&join_components(parent)) {
+        match self
+            .parents
+            .open(self.root_fd.as_fd(), &join_components(parent))
+        {
             Ok(fd) => Ok(Some(Location::In(fd, name.clone()))),
             Err(e) if is_absent(&e) => Ok(None),
             Err(e) => Err(e),
@@ -159,16 +133,6 @@ impl DirLayer {
 
     fn locate_existing(&self, path: &Path) -> io::Result<Location> {
         self.locate(path)?.ok_or_else(not_found)
-    }
-
-    fn open_dir_rel(&self, rel: &Path, access: libc::c_int) -> io::Result<OwnedFd> {
-        fsutil::open_in_root(
-            self.root_fd.as_fd(),
-            rel,
-            access | libc::O_DIRECTORY,
-            0,
-            libc::RESOLVE_NO_SYMLINKS,
-        )
     }
 
     /// Whether directory `name` inside `dir` (or the root) is opaque.

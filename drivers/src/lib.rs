@@ -13,6 +13,7 @@ pub mod apply;
 pub mod aufs;
 pub mod changes;
 pub mod copy;
+pub mod dircache;
 pub mod dirlayer;
 pub mod driver;
 pub mod error;

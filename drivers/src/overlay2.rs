@@ -303,6 +303,18 @@ impl Overlay2Driver {
 
     /// Runs `f` on read-only mounts of the merged views of `parent` (an empty
     /// directory when `None`) and of `id` on top of it, unmounting both after.
+    /// Readers of layers `ids` (top first) for the FUSE frontend.
+    fn readers(&self, ids: &[String]) -> Result<Vec<Arc<dyn LayerReader>>> {
+        ids.iter()
+            .map(|lid| {
+                let dir = self.diff_dir(lid);
+                DirLayer::open_as(&dir, self.format(), self.ownership)
+                    .map(|l| Arc::new(l) as Arc<dyn LayerReader>)
+                    .ctx("open layer", dir)
+            })
+            .collect()
+    }
+
     fn with_views<T>(
         &self,
         id: &LayerId,
@@ -321,21 +333,11 @@ impl Overlay2Driver {
         let chain = self.chain(id)?;
         if !self.ownership.is_native() {
             // Only a FUSE view presents the owners an unprivileged store keeps in xattrs.
-            let readers = |ids: &[String]| -> Result<Vec<Arc<dyn LayerReader>>> {
-                ids.iter()
-                    .map(|lid| {
-                        let dir = self.diff_dir(lid);
-                        DirLayer::open_as(&dir, self.format(), self.ownership)
-                            .map(|l| Arc::new(l) as Arc<dyn LayerReader>)
-                            .ctx("open layer", dir)
-                    })
-                    .collect()
-            };
             return merged_diff::with_stack_views(
                 self.viewer.as_ref(),
                 &self.home.join("views"),
-                readers(&chain[1..])?,
-                readers(&chain)?,
+                self.readers(&chain[1..])?,
+                self.readers(&chain)?,
                 self.format(),
                 self.ownership,
                 f,
@@ -555,24 +557,11 @@ impl Driver for Overlay2Driver {
                 })
             }
             FrontendKind::Fuse => {
-                let lowers = lower_ids
-                    .iter()
-                    .map(|lid| {
-                        let dir = self.diff_dir(lid);
-                        DirLayer::open_as(&dir, self.format(), self.ownership)
-                            .map(|l| Arc::new(l) as Arc<dyn LayerReader>)
-                            .ctx("open layer", dir)
-                    })
-                    .collect::<Result<Vec<_>>>()?;
+                // A read-only view of a container reads its upper as the top layer.
                 let lowers = if rw && read_only {
-                    let mut all = vec![Arc::new(
-                        DirLayer::open_as(&self.diff_dir(id), self.format(), self.ownership)
-                            .ctx("open layer", self.diff_dir(id))?,
-                    ) as Arc<dyn LayerReader>];
-                    all.extend(lowers);
-                    all
+                    self.readers(&chain)?
                 } else {
-                    lowers
+                    self.readers(lower_ids)?
                 };
                 Ok(MountSpec::Stack {
                     lowers,

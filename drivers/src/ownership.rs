@@ -352,6 +352,15 @@ pub enum Target<'a> {
 }
 
 impl<'a> Target<'a> {
+    /// `name` inside `dir`, or `dir` itself when `name` is empty (a root).
+    pub fn of(dir: BorrowedFd<'a>, name: &'a OsStr) -> Target<'a> {
+        if name.is_empty() {
+            Target::Fd(dir)
+        } else {
+            Target::At(dir, name)
+        }
+    }
+
     fn xattr(self) -> XattrTarget<'a> {
         match self {
             Target::Fd(fd) => XattrTarget::Fd(fd),

@@ -43,7 +43,16 @@ pub enum XattrTarget<'a> {
     At(BorrowedFd<'a>, &'a OsStr),
 }
 
-impl XattrTarget<'_> {
+impl<'a> XattrTarget<'a> {
+    /// `name` inside `dir`, or `dir` itself (an open directory) when `name` is empty.
+    pub fn of(dir: BorrowedFd<'a>, name: &'a OsStr) -> XattrTarget<'a> {
+        if name.is_empty() {
+            XattrTarget::Fd(dir)
+        } else {
+            XattrTarget::At(dir, name)
+        }
+    }
+
     fn proc_path(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<CString> {
         let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
         p.extend_from_slice(name.as_bytes());

@@ -270,11 +270,7 @@ pub(crate) fn apply_changes(
     kind: FileKind,
     changes: &SetAttr,
 ) -> io::Result<()> {
-    let target = if name.is_empty() {
-        Target::Fd(dir)
-    } else {
-        Target::At(dir, name)
-    };
+    let target = Target::of(dir, name);
     let mode = changes.mode.filter(|_| kind != FileKind::Symlink);
     ownership.change(target, changes.uid, changes.gid, mode)?;
     if changes.atime.is_some() || changes.mtime.is_some() {

@@ -12,10 +12,11 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use drivers::dircache::DirCache;
 use drivers::dirlayer::DirLayer;
 use drivers::fsutil;
 use drivers::layer::{FileKind, LayerReader};
@@ -31,7 +32,7 @@ use crate::layers::Layers;
 use crate::nodes::{Table, ROOT};
 use crate::stats::Counters;
 use crate::sys::{self, errno, TimeSpec};
-use crate::upper::{read_only, Upper};
+use crate::upper::{read_only, Upper, DIR_CACHE};
 
 /// The user asking for a new object.
 #[derive(Debug, Clone, Copy)]
@@ -72,8 +73,6 @@ pub(crate) struct Merged {
     pub(crate) aliases: Mutex<HashMap<usize, Arc<AliasIndex>>>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) identity: Identity,
-    /// The upper read as a layer (its directory cache is dropped with the upper's).
-    upper_layer: Option<Arc<DirLayer>>,
 }
 
 impl Merged {
@@ -87,18 +86,19 @@ impl Merged {
         identity: Identity,
     ) -> io::Result<Merged> {
         let ownership = identity.ownership;
-        let (upper, upper_reader, upper_layer) = match upper {
+        let (upper, upper_reader) = match upper {
             Some((dir, work)) => {
-                // Its cached parents are forgotten whenever a directory moves or goes.
-                let layer = Arc::new(DirLayer::open_as(&dir, format, ownership)?);
-                let reader: Arc<dyn LayerReader> = layer.clone();
+                // One cache of open upper directories, forgotten whenever one moves or goes.
+                let dirs = Arc::new(DirCache::new(DIR_CACHE, libc::O_RDONLY));
+                let reader: Arc<dyn LayerReader> = Arc::new(
+                    DirLayer::open_as(&dir, format, ownership)?.with_dir_cache(dirs.clone()),
+                );
                 (
-                    Some(Upper::open(&dir, &work, format, ownership)?),
+                    Some(Upper::open(&dir, &work, format, ownership, dirs)?),
                     Some(reader),
-                    Some(layer),
                 )
             }
-            None => (None, None, None),
+            None => (None, None),
         };
         if upper.is_none() && lowers.is_empty() {
             return Err(io::Error::new(
@@ -117,7 +117,6 @@ impl Merged {
             aliases: Mutex::new(HashMap::new()),
             counters: Arc::new(Counters::default()),
             identity,
-            upper_layer,
         })
     }
 
@@ -126,9 +125,6 @@ impl Merged {
     pub(crate) fn forget_upper_dirs(&self) {
         if let Some(upper) = &self.upper {
             upper.forget_dirs();
-        }
-        if let Some(layer) = &self.upper_layer {
-            layer.forget_parents();
         }
     }
 
@@ -241,7 +237,7 @@ impl Merged {
             let st = sys::stat_at(dir.as_fd(), &name)?;
             let mut attr = attr::from_stat(ino, &st, node.kind);
             self.identity
-                .present_stored(target(&dir, &name), &mut attr, node.kind)?;
+                .present_stored(Target::of(dir.as_fd(), &name), &mut attr, node.kind)?;
             attr
         } else {
             attr::from_entry(ino, &node.entry)
@@ -473,22 +469,10 @@ impl Merged {
             return Ok(());
         }
         let (dir, name) = self.upper_location(&t, ino)?;
-        let name = if name.is_empty() {
-            OsStr::new(".")
-        } else {
-            name.as_os_str()
-        };
-        let fd = fsutil::open_dir_at(dir.as_fd(), name)?;
-        File::from(fd).sync_all()
-    }
-}
-
-/// The object `name` in upper directory `dir`, or `dir` itself when `name` is empty (the root).
-pub(crate) fn target<'a>(dir: &'a OwnedFd, name: &'a OsStr) -> Target<'a> {
-    if name.is_empty() {
-        Target::Fd(dir.as_fd())
-    } else {
-        Target::At(dir.as_fd(), name)
+        if name.is_empty() {
+            return nix::unistd::fsync(dir.as_raw_fd()).map_err(io::Error::from);
+        }
+        File::from(fsutil::open_dir_at(dir.as_fd(), &name)?).sync_all()
     }
 }
 

@@ -9,15 +9,13 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-
-use lru::LruCache;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
+use drivers::dircache::DirCache;
 use drivers::fsutil;
 use drivers::layer::{FileKind, OCI_OPAQUE, OCI_WHITEOUT_PREFIX};
 use drivers::ownership::Ownership;
@@ -37,15 +35,16 @@ pub(crate) struct Upper {
     format: WhiteoutFormat,
     ownership: Ownership,
     counter: AtomicU64,
-    /// Recently opened upper directories by merged path; emptied whenever a
-    /// directory of the upper is removed or renamed (only this daemon changes it).
-    dirs: Mutex<LruCache<PathBuf, Arc<OwnedFd>>>,
+    /// Recently opened upper directories by merged path, shared with the upper
+    /// read as a layer; emptied whenever a directory of the upper is removed or
+    /// renamed (only this daemon changes it).
+    dirs: Arc<DirCache>,
     /// Skip every flush to stable storage (overlayfs's `volatile`).
     volatile: AtomicBool,
 }
 
 /// How many upper directories stay open for the next operations.
-const DIR_CACHE: usize = 64;
+pub(crate) const DIR_CACHE: usize = 64;
 
 impl Upper {
     /// Opens `upper` with its work directory `work` (which must be on the same
@@ -55,6 +54,7 @@ impl Upper {
         work: &Path,
         format: WhiteoutFormat,
         ownership: Ownership,
+        dirs: Arc<DirCache>,
     ) -> io::Result<Upper> {
         let root = fsutil::open_dir(upper)?;
         let work_root = fsutil::open_dir(work)?;
@@ -82,9 +82,7 @@ impl Upper {
             ownership,
             counter: AtomicU64::new(0),
             volatile: AtomicBool::new(false),
-            dirs: Mutex::new(LruCache::new(
-                NonZeroUsize::new(DIR_CACHE).expect("nonzero"),
-            )),
+            dirs,
         })
     }
 
@@ -123,25 +121,13 @@ impl Upper {
     /// Opens the upper directory at merged path `rel` (`""` is the root), never
     /// through a symlink.
     pub fn dir(&self, rel: &Path) -> io::Result<Arc<OwnedFd>> {
-        let mut cache = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(fd) = cache.get(rel) {
-            return Ok(fd.clone());
-        }
-        let fd = Arc::new(fsutil::open_in_root(
-            self.root.as_fd(),
-            rel,
-            libc::O_RDONLY | libc::O_DIRECTORY,
-            0,
-            libc::RESOLVE_NO_SYMLINKS,
-        )?);
-        cache.put(rel.to_path_buf(), fd.clone());
-        Ok(fd)
+        self.dirs.open(self.root.as_fd(), rel)
     }
 
     /// Forgets the open directories: a directory of the upper is about to be
     /// removed or moved, so a path may stop naming the directory cached for it.
     pub fn forget_dirs(&self) {
-        self.dirs.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.dirs.clear();
     }
 
     /// A fresh name for an object being built in the work directory.

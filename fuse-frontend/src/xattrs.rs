@@ -25,12 +25,9 @@ impl Merged {
         let t = self.lock();
         if self.in_upper(&t, ino)? {
             let (dir, entry) = self.upper_location(&t, ino)?;
-            let target = if entry.is_empty() {
-                XattrTarget::Fd(dir.as_fd())
-            } else {
-                XattrTarget::At(dir.as_fd(), &entry)
-            };
-            target.get(name)?.ok_or_else(|| errno(libc::ENODATA))
+            XattrTarget::of(dir.as_fd(), &entry)
+                .get(name)?
+                .ok_or_else(|| errno(libc::ENODATA))
         } else {
             let node = t.get(ino)?;
             let path = t.path(ino)?;
@@ -49,12 +46,7 @@ impl Merged {
         let t = self.lock();
         let all = if self.in_upper(&t, ino)? {
             let (dir, entry) = self.upper_location(&t, ino)?;
-            let target = if entry.is_empty() {
-                XattrTarget::Fd(dir.as_fd())
-            } else {
-                XattrTarget::At(dir.as_fd(), &entry)
-            };
-            target.list()?
+            XattrTarget::of(dir.as_fd(), &entry).list()?
         } else {
             let node = t.get(ino)?;
             self.layers.reader(node.layers[0]).xattrs(&t.path(ino)?)?
