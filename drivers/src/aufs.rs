@@ -29,7 +29,9 @@ use tracing::info;
 use crate::apply::{apply_layer_as, WhiteoutMode};
 use crate::changes::changes_between;
 use crate::dirlayer::DirLayer;
-use crate::driver::{driver_home, validate_id, ApplyStats, Change, Driver, DriverStatus, LayerId};
+use crate::driver::{
+    driver_home, layer_ids, validate_id, ApplyStats, Change, Driver, DriverStatus, LayerId,
+};
 use crate::error::{DriverError, IoContext, Result};
 use crate::export::{plan_size, write_plan, DiffPlan};
 use crate::fsutil;
@@ -277,18 +279,7 @@ impl Driver for AufsDriver {
     }
 
     fn layers(&self) -> Result<Vec<String>> {
-        let dir = self.home.join("diff");
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&dir).ctx("list layers", &dir)? {
-            let entry = entry.ctx("list layers", &dir)?;
-            if let Some(id) = entry.file_name().to_str() {
-                if self.exists(id) {
-                    out.push(id.to_string());
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
+        layer_ids(&self.home.join("diff"), "", |id| self.exists(id))
     }
 
     fn parent(&self, id: &LayerId) -> Result<Option<String>> {

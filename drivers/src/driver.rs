@@ -144,6 +144,31 @@ pub fn driver_home(store_root: &Path, name: &str) -> PathBuf {
     store_root.join(name)
 }
 
+/// The layers a driver holds, sorted: the names in `dir` ending in `suffix`,
+/// without it, for which `exists` holds.
+pub(crate) fn layer_ids(
+    dir: &Path,
+    suffix: &str,
+    exists: impl Fn(&str) -> bool,
+) -> Result<Vec<String>> {
+    use crate::error::IoContext;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).ctx("list layers", dir)? {
+        let entry = entry.ctx("list layers", dir)?;
+        if let Some(id) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_suffix(suffix))
+        {
+            if exists(id) {
+                out.push(id.to_string());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Checks that a layer id is a safe single path component.
 pub fn validate_id(id: &LayerId) -> Result<()> {
     let ok = !id.is_empty()

@@ -33,7 +33,9 @@ use tracing::{debug, info, warn};
 use crate::apply::{apply_layer_as, WhiteoutMode};
 use crate::changes::changes_between;
 use crate::dirlayer::DirLayer;
-use crate::driver::{driver_home, validate_id, ApplyStats, Change, Driver, DriverStatus, LayerId};
+use crate::driver::{
+    driver_home, layer_ids, validate_id, ApplyStats, Change, Driver, DriverStatus, LayerId,
+};
 use crate::error::{DriverError, IoContext, Result};
 use crate::export::{plan_size, write_plan, DiffPlan};
 use crate::fsutil;
@@ -431,17 +433,9 @@ impl Driver for Overlay2Driver {
     }
 
     fn layers(&self) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&self.home).ctx("list layers", &self.home)? {
-            let entry = entry.ctx("list layers", &self.home)?;
-            if let Some(id) = entry.file_name().to_str() {
-                if !matches!(id, "l" | "staging" | "views" | "empty") && self.exists(id) {
-                    out.push(id.to_string());
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
+        layer_ids(&self.home, "", |id| {
+            !matches!(id, "l" | "staging" | "views" | "empty") && self.exists(id)
+        })
     }
 
     fn parent(&self, id: &LayerId) -> Result<Option<String>> {

@@ -70,7 +70,9 @@ use tracing::{debug, info, warn};
 
 use crate::changes::changes_between;
 use crate::dirlayer::DirLayer;
-use crate::driver::{driver_home, validate_id, ApplyStats, Change, Driver, DriverStatus, LayerId};
+use crate::driver::{
+    driver_home, layer_ids, validate_id, ApplyStats, Change, Driver, DriverStatus, LayerId,
+};
 use crate::error::{DriverError, IoContext, Result};
 use crate::export::{plan_size, write_plan, DiffPlan};
 use crate::fsutil;
@@ -727,19 +729,7 @@ impl Driver for SquashfsDriver {
     }
 
     fn layers(&self) -> Result<Vec<String>> {
-        let dir = self.home.join("meta");
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&dir).ctx("list layers", &dir)? {
-            let entry = entry.ctx("list layers", &dir)?;
-            let name = entry.file_name().to_string_lossy().to_string();
-            if let Some(id) = name.strip_suffix(".json") {
-                if self.exists(id) {
-                    out.push(id.to_string());
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
+        layer_ids(&self.home.join("meta"), ".json", |id| self.exists(id))
     }
 
     fn parent(&self, id: &LayerId) -> Result<Option<String>> {

@@ -159,38 +159,18 @@ pub(crate) struct Identity {
 }
 
 impl Identity {
-    /// Overwrites `attr` (built from a `stat` of an upper object) with the
-    /// image's owner, mode and type the store records for `target`.
+    /// Overwrites `attr` (built from `st`, a `stat` of the upper object
+    /// `target`) with the image's owner, mode and type the store records for it.
     pub fn present_stored(
         &self,
         target: Target<'_>,
+        st: &libc::stat,
         attr: &mut FileAttr,
-        kind: FileKind,
     ) -> io::Result<()> {
         if self.ownership.is_native() {
             return Ok(());
         }
-        let mut meta = Meta {
-            kind: if kind == FileKind::Symlink {
-                FileKind::Symlink
-            } else {
-                FileKind::Regular
-            },
-            mode: u32::from(attr.perm),
-            uid: attr.uid,
-            gid: attr.gid,
-            size: attr.size,
-            mtime: 0,
-            mtime_nsec: 0,
-            rdev: 0,
-            nlink: u64::from(attr.nlink),
-            dev: 0,
-            ino: 0,
-            blocks: attr.blocks,
-        };
-        if kind == FileKind::Directory {
-            meta.kind = FileKind::Directory;
-        }
+        let mut meta = Meta::from_stat(st);
         self.ownership.present(target, &mut meta)?;
         attr.uid = meta.uid;
         attr.gid = meta.gid;

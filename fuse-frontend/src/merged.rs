@@ -237,7 +237,7 @@ impl Merged {
             let st = sys::stat_at(dir.as_fd(), &name)?;
             let mut attr = attr::from_stat(ino, &st, node.kind);
             self.identity
-                .present_stored(Target::of(dir.as_fd(), &name), &mut attr, node.kind)?;
+                .present_stored(Target::of(dir.as_fd(), &name), &st, &mut attr)?;
             attr
         } else {
             attr::from_entry(ino, &node.entry)
@@ -288,7 +288,7 @@ impl Merged {
                 let st = sys::stat_fd(file.as_fd())?;
                 let mut attr = attr::from_stat(ino, &st, kind);
                 self.identity
-                    .present_stored(Target::Fd(file.as_fd()), &mut attr, kind)?;
+                    .present_stored(Target::Fd(file.as_fd()), &st, &mut attr)?;
                 attr
             }
             None => {
@@ -373,9 +373,10 @@ impl Merged {
                 changes.mtime.unwrap_or(TimeSpec::Omit),
             )?;
         }
-        let mut attr = attr::from_stat(ino, &sys::stat_fd(fd)?, kind);
+        let st = sys::stat_fd(fd)?;
+        let mut attr = attr::from_stat(ino, &st, kind);
         self.identity
-            .present_stored(Target::Fd(fd), &mut attr, kind)?;
+            .present_stored(Target::Fd(fd), &st, &mut attr)?;
         self.identity.to_host(&mut attr);
         Ok(attr)
     }
