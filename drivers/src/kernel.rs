@@ -246,7 +246,23 @@ pub fn unmount(target: &Path) -> Result<()> {
             "unmount",
             "target is busy (a process has files open or its working directory there)",
         )),
+        Err(nix::errno::Errno::EINVAL) => Err(mount_err(target, "unmount", "not a mount point")),
         Err(e) => Err(mount_err(target, "unmount", e)),
+    }
+}
+
+/// Detaches `target` lazily, best effort: it disappears now and goes away for
+/// good once nobody uses it any more (`umount2(MNT_DETACH)` as root,
+/// `fusermount3 -u -z` otherwise).
+pub fn detach(target: &Path) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let _ = umount2(target, MntFlags::MNT_DETACH);
+    } else {
+        let _ = std::process::Command::new(FUSERMOUNT)
+            .args(["-u", "-z", "--"])
+            .arg(target)
+            .output();
     }
 }
 
@@ -261,7 +277,7 @@ pub fn fusermount_unmount(target: &Path) -> Result<()> {
         Err(Some(libc::ENOTCONN)) | Err(Some(libc::ECONNABORTED))
     );
     let mut command = std::process::Command::new(FUSERMOUNT);
-    command.arg("-u").arg("-q");
+    command.arg("-u");
     if dead {
         command.arg("-z");
     }

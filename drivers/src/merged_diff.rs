@@ -87,7 +87,7 @@ impl Drop for DiffViews {
         for m in self.mounted.drain(..).rev() {
             if let Err(e) = kernel::unmount(&m) {
                 warn!(mountpoint = %m.display(), error = %e, "detaching a diff view");
-                let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+                kernel::detach(&m);
             }
         }
         if let Err(e) = fsutil::remove_tree(&self.dir) {

@@ -9,10 +9,8 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use drivers::kernel::FUSERMOUNT;
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
-
-/// The helper's name (looked up on `PATH`).
-pub(crate) const FUSERMOUNT: &str = "fusermount3";
 
 /// The environment variable naming the socket the helper answers on.
 const COMM_ENV: &str = "_FUSE_COMMFD";

@@ -4,15 +4,14 @@
 
 use std::ffi::OsStr;
 use std::fs::OpenOptions;
-use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use drivers::kernel::FUSERMOUNT;
 use drivers::{DriverError, Frontend, FrontendKind, MountSpec, Result};
 use fuser::{Config, MountOption, Session, SessionACL};
 use nix::sys::signal::{SigSet, Signal};
@@ -336,59 +335,13 @@ impl Drop for FuseMount {
 /// Unmounts `target`; a dead mount (its daemon gone, `ENOTCONN`) is detached.
 /// As root this is `umount2`, otherwise `fusermount3 -u`.
 pub fn unmount(target: &Path) -> Result<()> {
-    if sys::is_root() {
-        return match drivers::kernel::umount_retrying_busy(target) {
-            Ok(()) => Ok(()),
-            Err(nix::errno::Errno::ENOTCONN) => {
-                nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH)
-                    .map_err(|e| mount_error(target, format!("detaching a dead mount: {e}")))
-            }
-            Err(nix::errno::Errno::EBUSY) => Err(mount_error(
-                target,
-                "target is busy (a process has files open or its working directory there)",
-            )),
-            Err(nix::errno::Errno::EINVAL) => Err(mount_error(target, "not a mount point")),
-            Err(e) => Err(mount_error(target, format!("unmount: {e}"))),
-        };
-    }
-    let run = |lazy: bool| -> io::Result<std::process::Output> {
-        let mut cmd = Command::new("fusermount3");
-        cmd.arg(if lazy { "-uz" } else { "-u" })
-            .arg("--")
-            .arg(target);
-        cmd.output()
-    };
-    let out = run(false).map_err(|e| mount_error(target, format!("running fusermount3: {e}")))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    let message = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    if message.contains("not connected") {
-        let out =
-            run(true).map_err(|e| mount_error(target, format!("running fusermount3: {e}")))?;
-        if out.status.success() {
-            return Ok(());
-        }
-        return Err(mount_error(
-            target,
-            String::from_utf8_lossy(&out.stderr).trim(),
-        ));
-    }
-    Err(mount_error(target, message))
+    drivers::kernel::unmount(target)
 }
 
 /// Detaches `target` lazily: it disappears now and goes away for good once
 /// nobody uses it any more.
 fn detach(target: &Path) {
-    if sys::is_root() {
-        let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
-    } else {
-        let _ = Command::new("fusermount3")
-            .arg("-uz")
-            .arg("--")
-            .arg(target)
-            .output();
-    }
+    drivers::kernel::detach(target)
 }
 
 /// Whether this host can mount FUSE filesystems: `/dev/fuse` exists, and as
@@ -414,10 +367,10 @@ pub fn supported() -> std::result::Result<(), String> {
                 .into(),
         );
     }
-    let Some(helper) = find_on_path(OsStr::new(fusermount::FUSERMOUNT)) else {
+    let Some(helper) = find_on_path(OsStr::new(FUSERMOUNT)) else {
         return Err(format!(
             "not running as root and {} is not on PATH (install the fuse3 package)",
-            fusermount::FUSERMOUNT
+            FUSERMOUNT
         ));
     };
     use std::os::unix::fs::MetadataExt;
