@@ -14,7 +14,6 @@
 //!   With a rootless runtime's mapping `0:UID:1` the container's root owns what
 //!   the image's root owns.
 
-use std::ffi::OsStr;
 use std::fmt;
 use std::io;
 use std::str::FromStr;
@@ -202,11 +201,6 @@ impl Identity {
             .to_container(gid)
             .ok_or_else(|| errno(libc::EINVAL))
     }
-}
-
-/// Whether `name` is an xattr the store uses to keep owners (never shown, never settable).
-pub(crate) fn is_ownership_xattr(name: &OsStr) -> bool {
-    drivers::ownership::is_override_xattr(name)
 }
 
 #[cfg(test)]

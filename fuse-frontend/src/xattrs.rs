@@ -6,6 +6,7 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::AsFd;
 
+use drivers::ownership;
 use drivers::xattr::{self, XattrTarget};
 
 use crate::merged::Merged;
@@ -13,7 +14,7 @@ use crate::sys::{self, errno};
 
 /// Extended attributes private to the whiteout formats: never shown, never settable.
 fn is_private_xattr(name: &OsStr) -> bool {
-    xattr::is_overlay_xattr(name) || crate::ids::is_ownership_xattr(name)
+    xattr::is_overlay_xattr(name) || ownership::is_override_xattr(name)
 }
 
 impl Merged {
