@@ -10,6 +10,7 @@ use drivers::{Driver, Frontend, FrontendKind};
 use layer_store::{Container, Image, Layer, Store};
 
 use crate::registry;
+use crate::registry::FuseMountOptions;
 
 /// A target of `mount`/`export`: an image or a container.
 pub enum Target {
@@ -90,10 +91,7 @@ impl App {
         let options = registry::FrontendOptions {
             foreground,
             log: Some(logs.join(format!("{kind}-{stamp}-{}.log", std::process::id()))),
-            uid_map: ids.uids.clone(),
-            gid_map: ids.gids.clone(),
-            check_permissions: ids.check_permissions,
-            volatile: ids.volatile,
+            fuse: ids.clone(),
         };
         registry::open_frontend(kind, &options)
     }
@@ -220,49 +218,6 @@ impl App {
         match image.chain_ids.last() {
             Some(top) => Ok(top.hex().to_string()),
             None => bail!("the image of container {} has no layers", c.name),
-        }
-    }
-}
-
-/// How a FUSE mount presents owners (`--uidmap`, `--gidmap`), whether the
-/// kernel checks permissions on it, and whether it flushes to stable storage.
-#[derive(Debug, Clone)]
-pub struct FuseMountOptions {
-    /// Stored → presented uids.
-    pub uids: fuse_frontend::IdMap,
-    /// Stored → presented gids.
-    pub gids: fuse_frontend::IdMap,
-    /// `default_permissions` (off only for private views this process reads whole).
-    pub check_permissions: bool,
-    /// `--volatile`: no flushes to stable storage (overlayfs's `volatile`).
-    pub volatile: bool,
-}
-
-impl Default for FuseMountOptions {
-    fn default() -> Self {
-        FuseMountOptions {
-            uids: Default::default(),
-            gids: Default::default(),
-            check_permissions: true,
-            volatile: false,
-        }
-    }
-}
-
-impl FuseMountOptions {
-    /// Whether ids are presented as stored.
-    pub fn is_identity(&self) -> bool {
-        self.uids.is_identity() && self.gids.is_identity()
-    }
-
-    /// The mapping of a rootless container's user namespace: its root (0) is
-    /// this process's user and group.
-    pub fn root_to_caller() -> FuseMountOptions {
-        FuseMountOptions {
-            uids: fuse_frontend::IdMap::single(0, nix::unistd::geteuid().as_raw(), 1),
-            gids: fuse_frontend::IdMap::single(0, nix::unistd::getegid().as_raw(), 1),
-            check_permissions: true,
-            volatile: false,
         }
     }
 }

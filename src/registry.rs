@@ -60,34 +60,58 @@ impl StackViewer for FuseStackViewer {
     }
 }
 
-/// How a frontend is to serve the mounts it makes.
+/// How a FUSE mount presents owners (`--uidmap`, `--gidmap`), whether the
+/// kernel checks permissions on it, and whether it flushes to stable storage.
 #[derive(Debug, Clone)]
+pub struct FuseMountOptions {
+    /// Stored → presented uids.
+    pub uids: IdMap,
+    /// Stored → presented gids.
+    pub gids: IdMap,
+    /// `default_permissions` (off only for private views this process reads whole).
+    pub check_permissions: bool,
+    /// `--volatile`: no flushes to stable storage (overlayfs's `volatile`).
+    pub volatile: bool,
+}
+
+impl Default for FuseMountOptions {
+    fn default() -> Self {
+        FuseMountOptions {
+            uids: Default::default(),
+            gids: Default::default(),
+            check_permissions: true,
+            volatile: false,
+        }
+    }
+}
+
+impl FuseMountOptions {
+    /// Whether ids are presented as stored.
+    pub fn is_identity(&self) -> bool {
+        self.uids.is_identity() && self.gids.is_identity()
+    }
+
+    /// The mapping of a rootless container's user namespace: its root (0) is
+    /// this process's user and group.
+    pub fn root_to_caller() -> FuseMountOptions {
+        FuseMountOptions {
+            uids: IdMap::single(0, nix::unistd::geteuid().as_raw(), 1),
+            gids: IdMap::single(0, nix::unistd::getegid().as_raw(), 1),
+            check_permissions: true,
+            volatile: false,
+        }
+    }
+}
+
+/// How a frontend is to serve the mounts it makes.
+#[derive(Debug, Clone, Default)]
 pub struct FrontendOptions {
     /// Serve in this process until unmounted (FUSE, for debugging).
     pub foreground: bool,
     /// Where a FUSE daemon writes its log.
     pub log: Option<PathBuf>,
-    /// Uid mapping of FUSE mounts (stored → presented ids).
-    pub uid_map: IdMap,
-    /// Gid mapping of FUSE mounts.
-    pub gid_map: IdMap,
-    /// `default_permissions` on FUSE mounts.
-    pub check_permissions: bool,
-    /// FUSE mounts skip flushes to stable storage.
-    pub volatile: bool,
-}
-
-impl Default for FrontendOptions {
-    fn default() -> Self {
-        FrontendOptions {
-            foreground: false,
-            log: None,
-            uid_map: IdMap::default(),
-            gid_map: IdMap::default(),
-            check_permissions: true,
-            volatile: false,
-        }
-    }
+    /// How FUSE mounts present owners, check permissions and flush.
+    pub fuse: FuseMountOptions,
 }
 
 /// The frontend of the given kind.
@@ -101,10 +125,10 @@ pub fn open_frontend(kind: FrontendKind, options: &FrontendOptions) -> Result<Bo
             Ok(Box::new(FuseFrontend::new(FuseOptions {
                 foreground: options.foreground,
                 log: options.log.clone(),
-                uid_map: options.uid_map.clone(),
-                gid_map: options.gid_map.clone(),
-                check_permissions: options.check_permissions,
-                volatile: options.volatile,
+                uid_map: options.fuse.uids.clone(),
+                gid_map: options.fuse.gids.clone(),
+                check_permissions: options.fuse.check_permissions,
+                volatile: options.fuse.volatile,
                 ..FuseOptions::default()
             })))
         }

@@ -80,7 +80,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 layer,
                 upto,
                 foreground,
-                ids: crate::app::FuseMountOptions {
+                ids: crate::registry::FuseMountOptions {
                     uids: uidmap.unwrap_or_default(),
                     gids: gidmap.unwrap_or_default(),
                     check_permissions: true,

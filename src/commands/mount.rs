@@ -6,8 +6,9 @@ use anyhow::{bail, Context, Result};
 use drivers::mount_table::{MountRecord, MountRequest};
 use drivers::FrontendKind;
 
-use crate::app::{App, FuseMountOptions, Target};
+use crate::app::{App, Target};
 use crate::commands::inspect_layers;
+use crate::registry::FuseMountOptions;
 use crate::runtime_spec::RootlessUser;
 use fuse_frontend::IdMap;
 
