@@ -177,6 +177,116 @@ fn foreground_serves_in_the_command_itself() {
     );
 }
 
+/// A foreground `lamina mount` child, stopped (and its mount detached) when
+/// dropped, also on panic.
+struct Foreground {
+    child: std::process::Child,
+    mountpoint: std::path::PathBuf,
+}
+
+impl Foreground {
+    fn start(l: &Lamina, target: &str, mountpoint: &std::path::Path) -> Foreground {
+        let child = Command::new(env!("CARGO_BIN_EXE_lamina"))
+            .arg("--root")
+            .arg(&l.root)
+            .args(["mount", "--frontend", "fuse", "--foreground", target])
+            .arg(mountpoint)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Foreground {
+            child,
+            mountpoint: mountpoint.to_path_buf(),
+        }
+    }
+
+    /// Waits (up to 20 s) for the command to return; its exit status.
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the foreground command did not return"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if is_mounted(&self.mountpoint) {
+            let _ = nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+#[test]
+fn foreground_mounts_are_recorded_and_not_shared() {
+    if !require_privileged("foreground_mounts_are_recorded_and_not_shared") {
+        return;
+    }
+    let l = Lamina::new();
+    common::import_two_layer_image(&l);
+    l.ok(["create", "img:1", "c1"]);
+    let m = l.mountpoint("m");
+    let other = l.mountpoint("other");
+    let mut fg = Foreground::start(&l, "c1", &m);
+    wait_for("the foreground mount", || {
+        is_mounted(&m) && m.join("etc/c").exists()
+    });
+    std::fs::write(m.join("etc/new"), "n").unwrap();
+    let ps = l.ok(["ps"]);
+    assert!(ps.contains(m.to_str().unwrap()), "ps lists it: {ps}");
+    assert_eq!(
+        recorded_pid(&l),
+        fg.child.id(),
+        "the serving process is recorded"
+    );
+    // Nothing may share or shadow a writable mount served in the foreground.
+    for frontend in ["fuse", "kernel"] {
+        let err = l.fails([
+            "mount",
+            "--frontend",
+            frontend,
+            "c1",
+            other.to_str().unwrap(),
+        ]);
+        assert!(
+            err.contains(m.to_str().unwrap())
+                && (frontend == "kernel" || err.contains("served in the foreground")),
+            "{frontend}: {err}"
+        );
+        assert!(!is_mounted(&other));
+    }
+    // A second foreground mount of the container is refused too, and returns.
+    let mut second = Foreground::start(&l, "c1", &other);
+    assert!(!second.wait().success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(second.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("served in the foreground"), "{stderr}");
+    // `lamina umount` stops it; the command returns and forgets the record.
+    l.ok(["umount".as_ref(), m.as_os_str()]);
+    assert!(fg.wait().success());
+    assert!(!is_mounted(&m));
+    let table: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(l.root.join("mounts.json")).unwrap()).unwrap();
+    assert_eq!(
+        table,
+        serde_json::json!([]),
+        "the record went with the mount"
+    );
+    assert!(l.ok(["diff", "c1"]).contains("A /etc/new"));
+}
+
 #[test]
 fn the_fuse_overlay_entry_takes_fuse_overlayfs_arguments() {
     if !require_privileged("the_fuse_overlay_entry_takes_fuse_overlayfs_arguments") {

@@ -48,6 +48,10 @@ pub struct MountRecord {
     /// stacks; each is unmounted when the last record using it is put.
     #[serde(default)]
     pub layer_mounts: Vec<PathBuf>,
+    /// Served in the foreground by the process `pid` (`lamina mount
+    /// --foreground`), which forgets the record when serving ends.
+    #[serde(default)]
+    pub foreground: bool,
 }
 
 /// The table of Lamina's mounts under one store root.
@@ -149,7 +153,7 @@ impl MountTable {
         let mut keep = Vec::with_capacity(records.len());
         let mut dropped = Vec::new();
         for r in records {
-            if !table.is_mountpoint(&r.mountpoint) {
+            if !table.is_mountpoint(&r.mountpoint) && !starting_in_foreground(&r) {
                 tracing::info!(mountpoint = %r.mountpoint.display(), "forgetting a mount that is gone");
                 dropped.push(r);
                 continue;
@@ -183,42 +187,10 @@ impl MountTable {
         frontend: &dyn Frontend,
         req: &MountRequest<'_>,
     ) -> Result<MountRecord> {
-        let target = std::fs::canonicalize(req.target).ctx("mountpoint", req.target)?;
-        if !target.is_dir() {
-            return Err(DriverError::Mount {
-                target,
-                reason: "the mountpoint is not a directory".into(),
-            });
-        }
+        let target = mountpoint_dir(req.target)?;
         let _g = self.lock()?;
         let mut records = self.prune_locked()?;
-        if MountInfo::read()?.is_mountpoint(&target) {
-            return Err(DriverError::Mount {
-                target,
-                reason: "the mountpoint is already in use (something is mounted there)".into(),
-            });
-        }
-        if !driver.exists(req.layer) {
-            return Err(DriverError::NoSuchLayer(req.layer.to_string()));
-        }
-        let same_layer: Vec<&MountRecord> = records
-            .iter()
-            .filter(|r| r.driver == driver.name() && r.layer == req.layer)
-            .collect();
-        if let Some(other) = same_layer
-            .iter()
-            .find(|r| r.frontend != frontend.kind() && !r.read_only)
-        {
-            return Err(DriverError::Mount {
-                target,
-                reason: format!(
-                    "{} is mounted read-write through the {} frontend at {}; unmount it first",
-                    req.label,
-                    other.frontend,
-                    other.mountpoint.display()
-                ),
-            });
-        }
+        let same_layer = admissible(&records, driver, frontend.kind(), req, &target)?;
         // SAFETY: geteuid has no preconditions.
         let unprivileged = unsafe { libc::geteuid() } != 0;
         if unprivileged && !req.read_only {
@@ -237,7 +209,7 @@ impl MountTable {
         // Without privileges there are no bind mounts: a read-only view gets its own mount.
         let reuse = same_layer
             .iter()
-            .filter(|_| !unprivileged)
+            .filter(|r| !unprivileged && !r.foreground)
             // A read-only view of a mounted layer is a read-only bind of its mount.
             .find(|r| {
                 r.frontend == frontend.kind() && (r.read_only == req.read_only || req.read_only)
@@ -252,6 +224,7 @@ impl MountTable {
                     mountpoint: target.clone(),
                     shares: Some(first.mountpoint.clone()),
                     pid: None,
+                    foreground: false,
                     ..first
                 },
                 None,
@@ -267,6 +240,7 @@ impl MountTable {
                     shares: None,
                     pid: None,
                     layer_mounts: Vec::new(),
+                    foreground: false,
                 },
                 Some(driver.mount_spec(req.layer, frontend.kind(), req.read_only)?),
             ),
@@ -295,6 +269,63 @@ impl MountTable {
                 Err(e)
             }
         }
+    }
+
+    /// Serves `req.layer` of `driver` at `req.target` through `frontend` in the
+    /// calling process (the FUSE frontend in the foreground) until it is
+    /// unmounted. The mount is recorded like any other, with this process's pid,
+    /// so `lamina umount` finds it and other mounts of the layer respect it; the
+    /// record goes when serving ends. A served mount never shares another:
+    /// the layer must not be mounted read-write elsewhere, nor at all when this
+    /// one is read-write.
+    pub fn serve(
+        &self,
+        driver: &dyn Driver,
+        frontend: &dyn Frontend,
+        req: &MountRequest<'_>,
+    ) -> Result<()> {
+        let target = mountpoint_dir(req.target)?;
+        let spec = {
+            let _g = self.lock()?;
+            let mut records = self.prune_locked()?;
+            let same_layer = admissible(&records, driver, frontend.kind(), req, &target)?;
+            if let Some(other) = same_layer.iter().find(|r| !(r.read_only && req.read_only)) {
+                return Err(DriverError::Mount {
+                    target,
+                    reason: format!(
+                        "{} is already mounted{} at {}, and a mount served in the foreground \
+                         cannot share it; unmount it first",
+                        req.label,
+                        if other.read_only { "" } else { " read-write" },
+                        other.mountpoint.display()
+                    ),
+                });
+            }
+            let spec = driver.mount_spec(req.layer, frontend.kind(), req.read_only)?;
+            records.push(MountRecord {
+                mountpoint: target.clone(),
+                driver: driver.name().to_string(),
+                layer: req.layer.to_string(),
+                label: req.label.to_string(),
+                frontend: frontend.kind(),
+                read_only: req.read_only,
+                shares: None,
+                pid: Some(std::process::id()),
+                layer_mounts: Vec::new(),
+                foreground: true,
+            });
+            self.save(&records)?;
+            spec
+        };
+        let served = frontend.mount(spec, &target);
+        let _g = self.lock()?;
+        let mut records = self.load()?;
+        let ours = |r: &MountRecord| r.mountpoint == target && r.pid == Some(std::process::id());
+        if let Some(pos) = records.iter().position(ours) {
+            records.remove(pos);
+            self.save(&records)?;
+        }
+        served.map(|_| ())
     }
 
     /// Mounts something that is not a driver layer (e.g. a single layer's view) with
@@ -405,6 +436,82 @@ fn canonical_mountpoint(target: &Path) -> PathBuf {
 }
 
 /// Whether a mountpoint answers `ENOTCONN` (a FUSE daemon that died).
+/// `target` canonicalized, checked to be a directory.
+fn mountpoint_dir(target: &Path) -> Result<PathBuf> {
+    let canonical = std::fs::canonicalize(target).ctx("mountpoint", target)?;
+    if !canonical.is_dir() {
+        return Err(DriverError::Mount {
+            target: canonical,
+            reason: "the mountpoint is not a directory".into(),
+        });
+    }
+    Ok(canonical)
+}
+
+/// Checks that `req` may be mounted at `target` beside `records` (the
+/// mountpoint is free, the layer exists, no other frontend has the layer
+/// read-write, no foreground mount of it is writable or asked to share with a
+/// writable one); returns the records of the same layer.
+fn admissible<'r>(
+    records: &'r [MountRecord],
+    driver: &dyn Driver,
+    frontend: FrontendKind,
+    req: &MountRequest<'_>,
+    target: &Path,
+) -> Result<Vec<&'r MountRecord>> {
+    if MountInfo::read()?.is_mountpoint(target) {
+        return Err(DriverError::Mount {
+            target: target.to_path_buf(),
+            reason: "the mountpoint is already in use (something is mounted there)".into(),
+        });
+    }
+    if !driver.exists(req.layer) {
+        return Err(DriverError::NoSuchLayer(req.layer.to_string()));
+    }
+    let same_layer: Vec<&MountRecord> = records
+        .iter()
+        .filter(|r| r.driver == driver.name() && r.layer == req.layer)
+        .collect();
+    if let Some(other) = same_layer
+        .iter()
+        .find(|r| r.frontend != frontend && !r.read_only)
+    {
+        return Err(DriverError::Mount {
+            target: target.to_path_buf(),
+            reason: format!(
+                "{} is mounted read-write through the {} frontend at {}; unmount it first",
+                req.label,
+                other.frontend,
+                other.mountpoint.display()
+            ),
+        });
+    }
+    if let Some(other) = same_layer
+        .iter()
+        .find(|r| r.foreground && !(r.read_only && req.read_only))
+    {
+        return Err(DriverError::Mount {
+            target: target.to_path_buf(),
+            reason: format!(
+                "{} is served in the foreground at {} (pid {}); stop that first",
+                req.label,
+                other.mountpoint.display(),
+                other.pid.unwrap_or_default()
+            ),
+        });
+    }
+    Ok(same_layer)
+}
+
+/// A foreground mount whose process lives but whose mount is not there yet
+/// (its record is written before the mount is made).
+fn starting_in_foreground(r: &MountRecord) -> bool {
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    r.foreground
+        && r.pid
+            .is_some_and(|pid| unsafe { libc::kill(pid as libc::pid_t, 0) } == 0)
+}
+
 fn is_dead(path: &Path) -> bool {
     matches!(std::fs::metadata(path), Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)))
 }

@@ -224,6 +224,7 @@ pub fn mount_layer_view(
         shares: None,
         pid: None,
         layer_mounts: Vec::new(),
+        foreground: false,
     };
     Ok(app.mounts.adopt(record, |target| {
         drivers::kernel::bind_mount(&dir, target, true)

@@ -58,15 +58,14 @@ fn attach(
     if frontend != FrontendKind::Fuse {
         bail!("--foreground applies to the FUSE frontend (add --frontend fuse)");
     }
-    let spec = driver.mount_spec(req.layer, frontend, req.read_only)?;
     let fuse = app.frontend_mapped(frontend, true, ids)?;
     eprintln!(
-        "Serving {} at {} in the foreground; stop with Ctrl-C or `umount {}`",
+        "Serving {} at {} in the foreground; stop with Ctrl-C or `lamina umount {}`",
         req.label,
         req.target.display(),
         req.target.display()
     );
-    fuse.mount(spec, req.target)?;
+    app.mounts.serve(driver, fuse.as_ref(), req)?;
     Ok(None)
 }
 
