@@ -136,33 +136,14 @@ fn foreground_serves_in_the_command_itself() {
     let l = Lamina::new();
     common::import_two_layer_image(&l);
     let m = l.mountpoint("m");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lamina"))
-        .arg("--root")
-        .arg(&l.root)
-        .args(["mount", "--frontend", "fuse", "--foreground", "img:1"])
-        .arg(&m)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut fg = Foreground::start(&l, "img:1", &m);
     wait_for("the foreground mount", || {
         is_mounted(&m) && m.join("etc/c").exists()
     });
     assert_eq!(std::fs::read_to_string(m.join("etc/c")).unwrap(), "c");
-    assert!(child.try_wait().unwrap().is_none(), "still serving");
+    assert!(fg.child.try_wait().unwrap().is_none(), "still serving");
     nix::mount::umount2(&m, nix::mount::MntFlags::empty()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the foreground command did not return after umount");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success());
+    assert!(fg.wait().success());
     let err = l.fails([
         "mount",
         "--foreground",

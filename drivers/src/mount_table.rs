@@ -54,6 +54,30 @@ pub struct MountRecord {
     pub foreground: bool,
 }
 
+impl MountRecord {
+    /// The record of a new mount of `req` at `mountpoint` (no daemon yet,
+    /// sharing nothing, stacking no layer mounts).
+    fn new(
+        mountpoint: &Path,
+        driver: &dyn Driver,
+        frontend: FrontendKind,
+        req: &MountRequest<'_>,
+    ) -> MountRecord {
+        MountRecord {
+            mountpoint: mountpoint.to_path_buf(),
+            driver: driver.name().to_string(),
+            layer: req.layer.to_string(),
+            label: req.label.to_string(),
+            frontend,
+            read_only: req.read_only,
+            shares: None,
+            pid: None,
+            layer_mounts: Vec::new(),
+            foreground: false,
+        }
+    }
+}
+
 /// The table of Lamina's mounts under one store root.
 #[derive(Debug, Clone)]
 pub struct MountTable {
@@ -230,18 +254,7 @@ impl MountTable {
                 None,
             ),
             None => (
-                MountRecord {
-                    mountpoint: target.clone(),
-                    driver: driver.name().to_string(),
-                    layer: req.layer.to_string(),
-                    label: req.label.to_string(),
-                    frontend: frontend.kind(),
-                    read_only: req.read_only,
-                    shares: None,
-                    pid: None,
-                    layer_mounts: Vec::new(),
-                    foreground: false,
-                },
+                MountRecord::new(&target, driver, frontend.kind(), req),
                 Some(driver.mount_spec(req.layer, frontend.kind(), req.read_only)?),
             ),
         };
@@ -303,16 +316,9 @@ impl MountTable {
             }
             let spec = driver.mount_spec(req.layer, frontend.kind(), req.read_only)?;
             records.push(MountRecord {
-                mountpoint: target.clone(),
-                driver: driver.name().to_string(),
-                layer: req.layer.to_string(),
-                label: req.label.to_string(),
-                frontend: frontend.kind(),
-                read_only: req.read_only,
-                shares: None,
                 pid: Some(std::process::id()),
-                layer_mounts: Vec::new(),
                 foreground: true,
+                ..MountRecord::new(&target, driver, frontend.kind(), req)
             });
             self.save(&records)?;
             spec
