@@ -82,6 +82,9 @@ impl App {
         if kind == FrontendKind::Kernel && ids.volatile {
             bail!("--volatile applies to the FUSE frontend (add --frontend fuse)");
         }
+        if kind == FrontendKind::Kernel && !ids.io_uring {
+            bail!("--no-io-uring applies to the FUSE frontend (add --frontend fuse)");
+        }
         let logs = self.root().join("logs");
         std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
         let stamp = std::time::SystemTime::now()

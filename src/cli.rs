@@ -120,6 +120,10 @@ pub enum Command {
         /// stable storage (faster copy-ups; after a host crash, discard the container).
         #[arg(long)]
         volatile: bool,
+        /// FUSE: answer through `/dev/fuse` only, not FUSE over io_uring (which
+        /// is used where the kernel offers it: Linux 6.14+, `fuse.enable_uring=Y`).
+        #[arg(long)]
+        no_io_uring: bool,
         /// Image or container.
         target: String,
         /// An existing directory.
@@ -195,7 +199,8 @@ pub enum Command {
     /// Run the same workloads on every driver × frontend and the peers, head to head.
     Bench {
         /// Drivers (and peers by id) to measure, comma-separated; default all available.
-        /// `overlay2-volatile` adds overlay2 through FUSE with containers mounted `--volatile`.
+        /// `overlay2-volatile` adds overlay2 through FUSE with containers mounted `--volatile`,
+        /// `overlay2-devfuse` overlay2 through FUSE mounted `--no-io-uring`.
         #[arg(long, value_delimiter = ',')]
         drivers: Vec<String>,
         /// Frontends to measure (kernel, fuse), comma-separated; default both.

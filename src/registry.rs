@@ -72,6 +72,9 @@ pub struct FuseMountOptions {
     pub check_permissions: bool,
     /// `--volatile`: no flushes to stable storage (overlayfs's `volatile`).
     pub volatile: bool,
+    /// Requests through FUSE over io_uring where the kernel offers it
+    /// (`--no-io-uring` turns it off).
+    pub io_uring: bool,
 }
 
 impl Default for FuseMountOptions {
@@ -81,6 +84,7 @@ impl Default for FuseMountOptions {
             gids: Default::default(),
             check_permissions: true,
             volatile: false,
+            io_uring: true,
         }
     }
 }
@@ -97,8 +101,7 @@ impl FuseMountOptions {
         FuseMountOptions {
             uids: IdMap::single(0, nix::unistd::geteuid().as_raw(), 1),
             gids: IdMap::single(0, nix::unistd::getegid().as_raw(), 1),
-            check_permissions: true,
-            volatile: false,
+            ..FuseMountOptions::default()
         }
     }
 }
@@ -129,6 +132,7 @@ pub fn open_frontend(kind: FrontendKind, options: &FrontendOptions) -> Result<Bo
                 gid_map: options.fuse.gids.clone(),
                 check_permissions: options.fuse.check_permissions,
                 volatile: options.fuse.volatile,
+                io_uring: options.fuse.io_uring,
                 ..FuseOptions::default()
             })))
         }

@@ -144,42 +144,43 @@ impl LaminaCli {
         self.run(&["rm", name]).map(drop)
     }
 
-    /// Mounts image `image` read-only with `driver` through `frontend` on `mountpoint`.
+    /// Mounts image `image` read-only with `driver` through `frontend` on
+    /// `mountpoint`, with the extra `lamina mount` `options`.
     pub fn mount_image(
         &self,
         driver: &str,
         frontend: &str,
         image: &str,
         mountpoint: &Path,
+        options: &[&str],
     ) -> Result<(), BenchError> {
-        self.run(&[
+        let mut args = vec![
             OsStr::new("mount"),
             OsStr::new("--driver"),
             OsStr::new(driver),
             OsStr::new("--frontend"),
             OsStr::new(frontend),
-            OsStr::new(image),
-            mountpoint.as_os_str(),
-        ])
-        .map(drop)
+        ];
+        args.extend(options.iter().map(OsStr::new));
+        args.extend([OsStr::new(image), mountpoint.as_os_str()]);
+        self.run(&args).map(drop)
     }
 
-    /// Mounts container `name` read-write through `frontend` on `mountpoint`.
+    /// Mounts container `name` read-write through `frontend` on `mountpoint`,
+    /// with the extra `lamina mount` `options`.
     pub fn mount_container(
         &self,
         frontend: &str,
         name: &str,
         mountpoint: &Path,
-        volatile: bool,
+        options: &[&str],
     ) -> Result<(), BenchError> {
         let mut args = vec![
             OsStr::new("mount"),
             OsStr::new("--frontend"),
             OsStr::new(frontend),
         ];
-        if volatile {
-            args.push(OsStr::new("--volatile"));
-        }
+        args.extend(options.iter().map(OsStr::new));
         args.extend([OsStr::new(name), mountpoint.as_os_str()]);
         self.run(&args).map(drop)
     }

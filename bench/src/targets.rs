@@ -17,11 +17,63 @@ pub(crate) enum Target {
         driver: String,
         /// `kernel` or `fuse`.
         frontend: String,
-        /// Containers mounted `--volatile` (no flushes to stable storage).
-        volatile: bool,
+        /// How its FUSE mounts are made.
+        variant: Variant,
     },
     /// Another filesystem over the same layer directories.
     Peer(Box<dyn Peer>),
+}
+
+/// An opt-in way of mounting overlay2 through FUSE, measured beside the
+/// default when named in `--drivers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Variant {
+    /// As `lamina mount` mounts by default.
+    Default,
+    /// Containers mounted `--volatile` (no flushes to stable storage).
+    Volatile,
+    /// Mounted `--no-io-uring`: every request through `/dev/fuse`.
+    DevFuse,
+}
+
+impl Variant {
+    /// The opt-in variants.
+    pub const OPT_IN: [Variant; 2] = [Variant::Volatile, Variant::DevFuse];
+
+    /// The suffix of its row's id and of its `--drivers` name.
+    fn suffix(self) -> &'static str {
+        match self {
+            Variant::Default => "",
+            Variant::Volatile => "-volatile",
+            Variant::DevFuse => "-devfuse",
+        }
+    }
+
+    /// Its `--drivers` name (`overlay2-volatile`, `overlay2-devfuse`).
+    pub fn row_name(self) -> String {
+        format!("overlay2{}", self.suffix())
+    }
+
+    /// What the report says about it.
+    fn description(self) -> &'static str {
+        match self {
+            Variant::Default => "",
+            Variant::Volatile => ", containers mounted --volatile (no flushes to stable storage)",
+            Variant::DevFuse => {
+                ", mounted --no-io-uring (every request through /dev/fuse, none through io_uring)"
+            }
+        }
+    }
+
+    /// The `lamina mount` options it adds; `volatile` applies to containers only.
+    pub fn mount_args(self, container: bool) -> &'static [&'static str] {
+        match self {
+            Variant::Default => &[],
+            Variant::Volatile if container => &["--volatile"],
+            Variant::Volatile => &[],
+            Variant::DevFuse => &["--no-io-uring"],
+        }
+    }
 }
 
 impl Target {
@@ -31,15 +83,8 @@ impl Target {
             Target::Lamina {
                 driver,
                 frontend,
-                volatile,
-            } => {
-                let id = lamina_id(driver, frontend);
-                if *volatile {
-                    format!("{id}-volatile")
-                } else {
-                    id
-                }
-            }
+                variant,
+            } => format!("{}{}", lamina_id(driver, frontend), variant.suffix()),
             Target::Peer(p) => p.id().to_string(),
         }
     }
@@ -50,17 +95,13 @@ impl Target {
             Target::Lamina {
                 driver,
                 frontend,
-                volatile,
+                variant,
             } => TargetInfo {
                 id: self.id(),
                 kind: TargetKind::Lamina,
                 description: format!(
                     "Lamina's {driver} driver through the {frontend} frontend{}",
-                    if *volatile {
-                        ", containers mounted --volatile (no flushes to stable storage)"
-                    } else {
-                        ""
-                    }
+                    variant.description()
                 ),
             },
             Target::Peer(p) => TargetInfo {
@@ -81,9 +122,17 @@ impl Target {
     ) -> Result<Mounted, BenchError> {
         match self {
             Target::Lamina {
-                driver, frontend, ..
+                driver,
+                frontend,
+                variant,
             } => {
-                cli.mount_image(driver, frontend, name, mountpoint.path())?;
+                cli.mount_image(
+                    driver,
+                    frontend,
+                    name,
+                    mountpoint.path(),
+                    variant.mount_args(false),
+                )?;
                 Ok(Mounted::new(
                     mountpoint,
                     Unmount::Lamina(cli.clone()),
@@ -115,10 +164,15 @@ impl Target {
             Target::Lamina {
                 driver,
                 frontend,
-                volatile,
+                variant,
             } => {
                 let lease = ContainerLease::lamina(cli, driver, name, container.clone())?;
-                cli.mount_container(frontend, &container, mountpoint.path(), *volatile)?;
+                cli.mount_container(
+                    frontend,
+                    &container,
+                    mountpoint.path(),
+                    variant.mount_args(true),
+                )?;
                 Ok(Mounted::new(
                     mountpoint,
                     Unmount::Lamina(cli.clone()),
@@ -154,10 +208,6 @@ impl Target {
         }
     }
 }
-
-/// The `--drivers` name of the opt-in row of overlay2 through FUSE with containers
-/// mounted `--volatile`.
-pub(crate) const VOLATILE_ROW: &str = "overlay2-volatile";
 
 /// The id of a Lamina row: `driver/frontend`.
 pub(crate) fn lamina_id(driver: &str, frontend: &str) -> String {
@@ -195,7 +245,7 @@ pub(crate) fn select(
         }
     }
     known.extend(peers::known_ids().into_iter().map(String::from));
-    known.push(VOLATILE_ROW.to_string());
+    known.extend(Variant::OPT_IN.map(Variant::row_name));
     if let Some(d) = drivers.iter().find(|d| !known.contains(d)) {
         return Err(BenchError::UnknownDriver {
             name: d.clone(),
@@ -216,18 +266,19 @@ pub(crate) fn select(
             lamina.push(Target::Lamina {
                 driver: r.driver.clone(),
                 frontend: r.frontend.clone(),
-                volatile: false,
+                variant: Variant::Default,
             });
-            // Asked for by name only: overlay2 through FUSE with volatile containers.
-            if r.driver == "overlay2"
-                && r.frontend == "fuse"
-                && drivers.iter().any(|d| d == VOLATILE_ROW)
-            {
-                lamina.push(Target::Lamina {
-                    driver: r.driver.clone(),
-                    frontend: r.frontend.clone(),
-                    volatile: true,
-                });
+            // Asked for by name only: overlay2 through FUSE mounted another way.
+            if r.driver == "overlay2" && r.frontend == "fuse" {
+                for variant in Variant::OPT_IN {
+                    if drivers.iter().any(|d| *d == variant.row_name()) {
+                        lamina.push(Target::Lamina {
+                            driver: r.driver.clone(),
+                            frontend: r.frontend.clone(),
+                            variant,
+                        });
+                    }
+                }
             }
         } else {
             skipped.push(Skipped {
@@ -371,12 +422,18 @@ mod tests {
     }
 
     #[test]
-    fn the_volatile_row_is_measured_only_when_named() {
+    fn the_opt_in_rows_are_measured_only_when_named() {
         let mut all = rows();
         all[1].available = true;
         let plain = select(&all, peers_found(), &[], &[]).unwrap();
-        assert!(!ids(&plain).iter().any(|i| i.ends_with("-volatile")));
-        let named = ["overlay2".to_string(), VOLATILE_ROW.to_string()];
+        assert!(!ids(&plain)
+            .iter()
+            .any(|i| i.ends_with("-volatile") || i.ends_with("-devfuse")));
+        let named = [
+            "overlay2".to_string(),
+            "overlay2-volatile".to_string(),
+            "overlay2-devfuse".to_string(),
+        ];
         let s = select(&all, peers_found(), &named, &[]).unwrap();
         assert_eq!(
             ids(&s),
@@ -384,7 +441,8 @@ mod tests {
                 "kernel-overlayfs",
                 "overlay2/kernel",
                 "overlay2/fuse",
-                "overlay2/fuse-volatile"
+                "overlay2/fuse-volatile",
+                "overlay2/fuse-devfuse"
             ]
         );
     }

@@ -14,8 +14,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use fuser::BackingId;
-
+use crate::backing::Backing;
 use crate::sys::errno;
 
 /// Where a file handle's data comes from.
@@ -97,7 +96,7 @@ pub(crate) fn read_file(file: &File, offset: u64, size: usize) -> io::Result<Vec
 struct InodeIo {
     cached: u64,
     passthrough: u64,
-    backing: Option<(Arc<BackingId>, usize)>,
+    backing: Option<(Arc<Backing>, usize)>,
 }
 
 /// The open files of a mount.
@@ -111,7 +110,7 @@ pub(crate) struct Files {
 /// What [`Files::choose_mode`] decided for one open.
 pub(crate) enum Choice {
     /// Reply with passthrough to this backing file.
-    Passthrough(Arc<BackingId>),
+    Passthrough(Arc<Backing>),
     /// Reply in cached mode.
     Cached,
     /// Reply with direct I/O.
@@ -164,7 +163,7 @@ impl Files {
         &self,
         file: &OpenFile,
         allow_passthrough: bool,
-        register: impl FnOnce(&File) -> Option<BackingId>,
+        register: impl FnOnce(&File) -> Option<Backing>,
     ) -> Choice {
         let mut io = self.io.lock().unwrap_or_else(|e| e.into_inner());
         let state = io.entry(file.ino).or_default();

@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 mod attr;
+mod backing;
 mod copy_up;
 mod create;
 mod daemon;
@@ -39,6 +40,8 @@ mod nodes;
 mod options;
 mod remove;
 mod rename;
+mod ring;
+mod server;
 mod stats;
 mod sys;
 mod upper;

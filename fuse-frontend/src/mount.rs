@@ -4,6 +4,7 @@
 
 use std::ffi::OsStr;
 use std::fs::OpenOptions;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +24,9 @@ use crate::fusermount;
 use crate::ids::Identity;
 use crate::merged::Merged;
 use crate::options::FuseOptions;
+use crate::ring::dispatch::RingServer;
+use crate::ring::queues::{self, RingQueues};
+use crate::server::{Server, MAX_WRITE};
 use crate::stats::{Counters, ServeStats};
 use crate::sys;
 
@@ -141,17 +145,79 @@ fn config(options: &FuseOptions, writable: bool) -> Config {
     config
 }
 
-/// Mounts `merged` on `target` and returns the session, ready to run.
-fn mount_session(merged: Merged, target: &Path, options: &FuseOptions) -> Result<Session<FuseFs>> {
+/// Entries registered per io_uring queue (requests one CPU can have in flight
+/// before the kernel queues more).
+const RING_DEPTH: usize = 8;
+
+/// A mounted session and, when the kernel granted them, its io_uring queues.
+struct Served {
+    session: Session<FuseFs>,
+    rings: Option<RingQueues>,
+}
+
+impl Served {
+    /// Serves until the filesystem is unmounted.
+    fn run(self) -> std::io::Result<()> {
+        let result = self.session.run();
+        if let Some(rings) = self.rings {
+            rings.join();
+        }
+        result
+    }
+}
+
+/// Mounts `merged` on `target` and returns the session, ready to run, with its
+/// io_uring queues started when the kernel offers them.
+fn mount_session(merged: Merged, target: &Path, options: &FuseOptions) -> Result<Served> {
     let writable = merged.writable();
+    let ring = options.io_uring && queues::kernel_enabled();
+    // Without privileges passthrough is refused (it needs CAP_SYS_ADMIN).
+    let passthrough = options.passthrough && sys::is_root();
+    let server = Arc::new(Server::new(
+        Arc::new(merged),
+        options.ttl(writable),
+        passthrough,
+    ));
+    let session = new_session(FuseFs::new(server.clone(), ring), target, options, writable)?;
+    let rings = if server.ring_granted() {
+        start_rings(&session, server)
+    } else {
+        None
+    };
+    Ok(Served { session, rings })
+}
+
+/// Starts the io_uring queues of `session`; `None` (serving through
+/// `/dev/fuse`) when they cannot start.
+fn start_rings(session: &Session<FuseFs>, server: Arc<Server>) -> Option<RingQueues> {
+    let started = session.as_fd().try_clone_to_owned().and_then(|dev| {
+        let handler = Arc::new(RingServer::new(server, Arc::new(dev)));
+        RingQueues::start(session.as_fd(), handler, MAX_WRITE as usize, RING_DEPTH)
+    });
+    match started {
+        Ok(rings) => {
+            info!("serving through FUSE over io_uring, one queue per CPU");
+            Some(rings)
+        }
+        Err(e) => {
+            warn!(error = %e, "FUSE over io_uring did not start; serving through /dev/fuse");
+            None
+        }
+    }
+}
+
+/// Mounts `fs` on `target` (through the setuid helper without privileges).
+fn new_session(
+    fs: FuseFs,
+    target: &Path,
+    options: &FuseOptions,
+    writable: bool,
+) -> Result<Session<FuseFs>> {
     sys::raise_nofile_limit();
     if sys::is_root() {
-        let fs = FuseFs::new(Arc::new(merged), options.ttl(writable), options.passthrough);
         return Session::new(fs, target, &config(options, writable))
             .map_err(|e| mount_error(target, e));
     }
-    // Without privileges: the setuid helper mounts; passthrough needs CAP_SYS_ADMIN.
-    let fs = FuseFs::new(Arc::new(merged), options.ttl(writable), false);
     let allow_other = options.allow_other && fusermount::user_allow_other();
     if options.allow_other && !allow_other {
         info!("mounting for this user only: /etc/fuse.conf does not set user_allow_other");

@@ -44,6 +44,10 @@ pub struct FuseOptions {
     pub uid_map: IdMap,
     /// Gid mapping (fuse-overlayfs's `gidmapping`).
     pub gid_map: IdMap,
+    /// Answer requests through FUSE over io_uring — one queue per CPU, served
+    /// on the CPU that asked — when the kernel offers it (Linux 6.14+ with the
+    /// `fuse` module's `enable_uring` set); `/dev/fuse` otherwise.
+    pub io_uring: bool,
 }
 
 impl Default for FuseOptions {
@@ -61,6 +65,7 @@ impl Default for FuseOptions {
             volatile: false,
             uid_map: IdMap::default(),
             gid_map: IdMap::default(),
+            io_uring: true,
         }
     }
 }

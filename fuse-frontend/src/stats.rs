@@ -24,6 +24,9 @@ pub struct ServeStats {
     pub cached_opens: u64,
     /// Opens served with direct I/O through the server.
     pub direct_opens: u64,
+    /// Requests answered through FUSE over io_uring (the rest came through
+    /// `/dev/fuse`).
+    pub ring_requests: u64,
 }
 
 /// The live counters behind [`ServeStats`].
@@ -37,6 +40,7 @@ pub(crate) struct Counters {
     pub passthrough_opens: AtomicU64,
     pub cached_opens: AtomicU64,
     pub direct_opens: AtomicU64,
+    pub ring_requests: AtomicU64,
 }
 
 impl Counters {
@@ -57,6 +61,7 @@ impl Counters {
             passthrough_opens: get(&self.passthrough_opens),
             cached_opens: get(&self.cached_opens),
             direct_opens: get(&self.direct_opens),
+            ring_requests: get(&self.ring_requests),
         }
     }
 }

@@ -20,6 +20,7 @@ use std::path::Path;
 
 use common::*;
 use drivers::WhiteoutFormat;
+use fuse_frontend::FuseOptions;
 use proptest::prelude::*;
 
 /// The paths operations act on.
@@ -449,16 +450,12 @@ struct Pair {
 impl Pair {
     /// The kernel over overlay-format layers; the FUSE frontend over the same
     /// layers written in `format`.
-    fn new(layers: &[Vec<Item>], passthrough: bool, format: WhiteoutFormat) -> Pair {
+    fn new(layers: &[Vec<Item>], options: &FuseOptions, format: WhiteoutFormat) -> Pair {
         let base = tempfile::tempdir().unwrap();
         let kernel = StackDirs::build(&base.path().join("k"), layers, OVERLAY);
         let fuse = StackDirs::build(&base.path().join("f"), layers, format);
         let kernel_mount = KernelOverlay::mount(&kernel);
-        let fuse_mount = FuseGuard::mount(
-            fuse.spec(format, true),
-            &fuse.merged,
-            &fuse_options(passthrough),
-        );
+        let fuse_mount = FuseGuard::mount(fuse.spec(format, true), &fuse.merged, options);
         Pair {
             kernel_mount: Some(kernel_mount),
             fuse_mount: Some(fuse_mount),
@@ -565,11 +562,11 @@ impl Pair {
     }
 }
 
-fn differential(name: &str, ops: &[Op], passthrough: bool) {
+fn differential(name: &str, ops: &[Op], options: &FuseOptions) {
     if !gate(name) {
         return;
     }
-    let pair = Pair::new(&fixture(), passthrough, OVERLAY);
+    let pair = Pair::new(&fixture(), options, OVERLAY);
     if let Err(e) = pair.run_all(ops) {
         panic!("{name}: {e}\nsequence: {ops:#?}");
     }
@@ -716,7 +713,11 @@ fn data_ops() -> Vec<Op> {
 
 #[test]
 fn file_operations_match_the_kernel() {
-    differential("file_operations_match_the_kernel", &file_ops(), true);
+    differential(
+        "file_operations_match_the_kernel",
+        &file_ops(),
+        &fuse_options(true),
+    );
 }
 
 #[test]
@@ -724,7 +725,7 @@ fn file_operations_match_the_kernel_without_passthrough() {
     differential(
         "file_operations_match_the_kernel_without_passthrough",
         &file_ops(),
-        false,
+        &fuse_options(false),
     );
 }
 
@@ -733,23 +734,35 @@ fn namespace_operations_match_the_kernel() {
     differential(
         "namespace_operations_match_the_kernel",
         &namespace_ops(),
-        true,
+        &fuse_options(true),
     );
 }
 
 #[test]
 fn renames_match_the_kernel() {
-    differential("renames_match_the_kernel", &rename_ops(), true);
+    differential(
+        "renames_match_the_kernel",
+        &rename_ops(),
+        &fuse_options(true),
+    );
 }
 
 #[test]
 fn hard_links_match_the_kernel() {
-    differential("hard_links_match_the_kernel", &link_ops(), true);
+    differential(
+        "hard_links_match_the_kernel",
+        &link_ops(),
+        &fuse_options(true),
+    );
 }
 
 #[test]
 fn data_operations_match_the_kernel() {
-    differential("data_operations_match_the_kernel", &data_ops(), true);
+    differential(
+        "data_operations_match_the_kernel",
+        &data_ops(),
+        &fuse_options(true),
+    );
 }
 
 #[test]
@@ -757,7 +770,25 @@ fn data_operations_match_the_kernel_without_passthrough() {
     differential(
         "data_operations_match_the_kernel_without_passthrough",
         &data_ops(),
-        false,
+        &fuse_options(false),
+    );
+}
+
+#[test]
+fn file_operations_match_the_kernel_through_dev_fuse() {
+    differential(
+        "file_operations_match_the_kernel_through_dev_fuse",
+        &file_ops(),
+        &dev_fuse_options(),
+    );
+}
+
+#[test]
+fn namespace_operations_match_the_kernel_through_dev_fuse() {
+    differential(
+        "namespace_operations_match_the_kernel_through_dev_fuse",
+        &namespace_ops(),
+        &dev_fuse_options(),
     );
 }
 
@@ -825,11 +856,11 @@ fn cases(default: u32) -> u32 {
 fn random_sequence(
     name: &str,
     ops: &[Op],
-    passthrough: bool,
+    options: &FuseOptions,
     format: WhiteoutFormat,
 ) -> Result<(), TestCaseError> {
     if gate(name) {
-        let pair = Pair::new(&fixture(), passthrough, format);
+        let pair = Pair::new(&fixture(), options, format);
         let result = pair.run_all(ops);
         pair.close();
         prop_assert!(result.is_ok(), "{}", result.unwrap_err());
@@ -847,7 +878,7 @@ proptest! {
 
     #[test]
     fn random_sequences_match_the_kernel(ops in proptest::collection::vec(any_op(), 1..20)) {
-        random_sequence("random_sequences_match_the_kernel", &ops, true, OVERLAY)?;
+        random_sequence("random_sequences_match_the_kernel", &ops, &fuse_options(true), OVERLAY)?;
     }
 }
 
@@ -861,11 +892,16 @@ proptest! {
 
     #[test]
     fn random_sequences_match_the_kernel_without_passthrough(ops in proptest::collection::vec(any_op(), 1..20)) {
-        random_sequence("random_sequences_match_the_kernel_without_passthrough", &ops, false, OVERLAY)?;
+        random_sequence("random_sequences_match_the_kernel_without_passthrough", &ops, &fuse_options(false), OVERLAY)?;
+    }
+
+    #[test]
+    fn random_sequences_through_dev_fuse_match_the_kernel(ops in proptest::collection::vec(any_op(), 1..20)) {
+        random_sequence("random_sequences_through_dev_fuse_match_the_kernel", &ops, &dev_fuse_options(), OVERLAY)?;
     }
 
     #[test]
     fn random_sequences_in_the_aufs_format_match_the_kernel(ops in proptest::collection::vec(any_op(), 1..20)) {
-        random_sequence("random_sequences_in_the_aufs_format_match_the_kernel", &ops, true, WhiteoutFormat::Aufs)?;
+        random_sequence("random_sequences_in_the_aufs_format_match_the_kernel", &ops, &fuse_options(true), WhiteoutFormat::Aufs)?;
     }
 }

@@ -69,6 +69,7 @@ pub fn run(cli: Cli) -> Result<()> {
             uidmap,
             gidmap,
             volatile,
+            no_io_uring,
             target,
             mountpoint,
         } => mount::mount(
@@ -85,6 +86,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     gids: gidmap.unwrap_or_default(),
                     check_permissions: true,
                     volatile,
+                    io_uring: !no_io_uring,
                 },
                 target: &target,
                 mountpoint: &mountpoint,

@@ -277,8 +277,7 @@ pub fn bundle(
     let ids = FuseMountOptions {
         uids: uidmap.unwrap_or(default_ids.uids),
         gids: gidmap.unwrap_or(default_ids.gids),
-        check_permissions: true,
-        volatile: false,
+        ..default_ids
     };
     std::fs::create_dir_all(&rootfs).with_context(|| format!("creating {}", rootfs.display()))?;
     let record = mount_target(

@@ -406,6 +406,15 @@ pub fn fuse_options(passthrough: bool) -> FuseOptions {
     }
 }
 
+/// The tests' FUSE options with every request through `/dev/fuse` (no FUSE
+/// over io_uring, which the default options use where the kernel offers it).
+pub fn dev_fuse_options() -> FuseOptions {
+    FuseOptions {
+        io_uring: false,
+        ..fuse_options(true)
+    }
+}
+
 /// Makes the mtimes of `b` equal to `a`'s where they differ by at most two
 /// seconds (both trees were changed "now", a moment apart).
 pub fn align_recent_mtimes(a: &Tree, b: &mut Tree) {
