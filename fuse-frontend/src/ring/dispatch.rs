@@ -1,0 +1,1 @@
+//! Decodes ring requests (written on main).
