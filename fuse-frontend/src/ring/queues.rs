@@ -1050,3 +1050,6 @@ fn write_u32(buf: &mut [u8], offset: usize, value: u32) {
 fn write_u64(buf: &mut [u8], offset: usize, value: u64) {
     buf[offset..offset + 8].copy_from_slice(&value.to_ne_bytes());
 }
+
+#[cfg(test)]
+mod tests;
