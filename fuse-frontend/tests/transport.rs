@@ -61,7 +61,11 @@ fn exercise(m: &std::path::Path) -> Vec<String> {
     fs::remove_file(m.join("d/low")).unwrap();
     assert!(fs::symlink_metadata(m.join("d/low")).is_err());
     let mut seen = names(m);
-    seen.extend(names(&m.join("sub")).into_iter().map(|n| format!("sub/{n}")));
+    seen.extend(
+        names(&m.join("sub"))
+            .into_iter()
+            .map(|n| format!("sub/{n}")),
+    );
     seen
 }
 

@@ -105,7 +105,13 @@ impl RingHandler for RingServer {
         Counters::bump(&self.server.merged.counters.ring_requests);
         if let Err(e) = self.answer(req, reply) {
             let errno = server::errno_of(&e);
-            debug!(opcode = req.opcode, errno, "request failed");
+            debug!(
+                opcode = req.opcode,
+                unique = req.unique,
+                pid = req.pid,
+                errno,
+                "request failed"
+            );
             reply.error(errno);
         }
     }
