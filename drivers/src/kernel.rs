@@ -269,13 +269,20 @@ pub fn detach(target: &Path) {
 /// The setuid helper that mounts and unmounts FUSE filesystems for unprivileged users.
 pub const FUSERMOUNT: &str = "fusermount3";
 
+/// Whether `path` is a FUSE mount whose server is gone: `ENOTCONN`, or for a
+/// request caught in the server's end `ECONNABORTED` (queued on `/dev/fuse`)
+/// or `ECANCELED` (queued on an io_uring queue).
+pub fn server_gone(path: &Path) -> bool {
+    matches!(
+        std::fs::metadata(path).map_err(|e| e.raw_os_error()),
+        Err(Some(libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED))
+    )
+}
+
 /// Unmounts the calling user's FUSE mount `target` with `fusermount3 -u`
 /// (lazily when its server is gone).
 pub fn fusermount_unmount(target: &Path) -> Result<()> {
-    let dead = matches!(
-        std::fs::metadata(target).map_err(|e| e.raw_os_error()),
-        Err(Some(libc::ENOTCONN)) | Err(Some(libc::ECONNABORTED))
-    );
+    let dead = server_gone(target);
     let mut command = std::process::Command::new(FUSERMOUNT);
     command.arg("-u");
     if dead {

@@ -182,7 +182,7 @@ impl MountTable {
                 dropped.push(r);
                 continue;
             }
-            if is_dead(&r.mountpoint) {
+            if kernel::server_gone(&r.mountpoint) {
                 tracing::warn!(mountpoint = %r.mountpoint.display(), "detaching a dead mount");
                 let _ = nix::mount::umount2(&r.mountpoint, nix::mount::MntFlags::MNT_DETACH);
                 dropped.push(r);
@@ -366,7 +366,7 @@ impl MountTable {
         let _g = self.lock()?;
         let mut records = self.load()?;
         let Some(pos) = records.iter().position(|r| r.mountpoint == canonical) else {
-            if is_dead(&canonical) && MountInfo::read()?.is_mountpoint(&canonical) {
+            if kernel::server_gone(&canonical) && MountInfo::read()?.is_mountpoint(&canonical) {
                 kernel::unmount(&canonical)?;
                 return Err(DriverError::Mount {
                     target: canonical,
@@ -380,7 +380,7 @@ impl MountTable {
         };
         let record = records[pos].clone();
         if MountInfo::read()?.is_mountpoint(&canonical) {
-            if record.shares.is_some() || is_dead(&canonical) {
+            if record.shares.is_some() || kernel::server_gone(&canonical) {
                 kernel::unmount(&canonical)?;
             } else {
                 frontend_of(record.frontend)?.unmount(&canonical)?;
@@ -516,10 +516,6 @@ fn starting_in_foreground(r: &MountRecord) -> bool {
     r.foreground
         && r.pid
             .is_some_and(|pid| unsafe { libc::kill(pid as libc::pid_t, 0) } == 0)
-}
-
-fn is_dead(path: &Path) -> bool {
-    matches!(std::fs::metadata(path), Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)))
 }
 
 /// The mount table of this process's namespace (`/proc/self/mountinfo`).

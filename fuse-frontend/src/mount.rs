@@ -266,18 +266,25 @@ pub(crate) fn serve(
     options: &FuseOptions,
     mounted: impl FnOnce(std::result::Result<(), String>),
 ) -> Result<()> {
-    let session = match mount_session(merged, target, options) {
-        Ok(s) => s,
+    // Every serving thread (fuser's, the io_uring queues') inherits this mask;
+    // one watcher takes the signals.
+    let signals = stop_signals();
+    let old_mask = match signals.thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK) {
+        Ok(mask) => mask,
         Err(e) => {
+            let e = mount_error(target, format!("blocking signals: {e}"));
             mounted(Err(e.to_string()));
             return Err(e);
         }
     };
-    // Every serving thread inherits this mask; one watcher takes the signals.
-    let signals = stop_signals();
-    let old_mask = signals
-        .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
-        .map_err(|e| mount_error(target, format!("blocking signals: {e}")))?;
+    let session = match mount_session(merged, target, options) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = old_mask.thread_set_mask();
+            mounted(Err(e.to_string()));
+            return Err(e);
+        }
+    };
     let done = Arc::new(AtomicBool::new(false));
     let watcher = {
         let done = done.clone();
