@@ -375,12 +375,7 @@ fn ring_registration_failure_falls_back_to_dev_fuse() {
     assert!(error.to_string().contains("REGISTER"), "{error}");
     let session = session.spawn().expect("fuser session thread");
 
-    let meta = stat(&mounted.target).expect("stat of the root");
-    assert_eq!(
-        meta.permissions().mode() & 0o7777,
-        u32::from(DEV_PERM),
-        "answered by fuser"
-    );
+    assert_root_answered_by_fuser(&mounted.target);
     let missing = stat(&mounted.target.join("missing")).expect_err("missing name");
     assert_eq!(missing.kind(), io::ErrorKind::NotFound);
     assert!(dev_getattrs.load(Ordering::Relaxed) >= 1);
@@ -388,6 +383,17 @@ fn ring_registration_failure_falls_back_to_dev_fuse() {
     assert!(handler.lookups.lock().unwrap().is_empty());
 
     mounted.finish(session, None);
+}
+
+/// Asserts that a `stat` of the mount's root gets fuser's answer (its mode),
+/// not the ring handler's.
+fn assert_root_answered_by_fuser(target: &Path) {
+    let meta = stat(target).expect("stat of the root");
+    assert_eq!(
+        meta.permissions().mode() & 0o7777,
+        u32::from(DEV_PERM),
+        "answered by fuser"
+    );
 }
 
 /// Without any registration the connection waits for the rings; the REGISTER
@@ -402,12 +408,7 @@ fn ring_turn_off_releases_waiting_requests() {
     turn_uring_off(session.as_fd().as_raw_fd()).expect("io_uring turned off");
     let session = session.spawn().expect("fuser session thread");
 
-    let meta = stat(&mounted.target).expect("stat of the root");
-    assert_eq!(
-        meta.permissions().mode() & 0o7777,
-        u32::from(DEV_PERM),
-        "answered by fuser"
-    );
+    assert_root_answered_by_fuser(&mounted.target);
     assert!(dev_getattrs.load(Ordering::Relaxed) >= 1);
 
     mounted.finish(session, None);
