@@ -27,17 +27,15 @@ use std::sync::Arc;
 use tracing::info;
 
 use crate::apply::{apply_layer_as, WhiteoutMode};
-use crate::changes::changes_between;
 use crate::dirlayer::DirLayer;
 use crate::driver::{
     driver_home, layer_ids, validate_id, ApplyStats, Change, Driver, DriverStatus, LayerId,
 };
 use crate::error::{DriverError, IoContext, Result};
-use crate::export::{plan_size, write_plan, DiffPlan};
 use crate::fsutil;
 use crate::kernel::kernel_has_filesystem;
 use crate::layer::{LayerReader, OCI_OPAQUE};
-use crate::merged_diff;
+use crate::merged_diff::{self, MergedDiff};
 use crate::mount::{FrontendKind, MountSpec, StackViewer, WhiteoutFormat};
 use crate::ownership::Ownership;
 
@@ -110,6 +108,7 @@ impl AufsDriver {
             .collect())
     }
 
+    /// Readers of branches `ids` (top first) for the FUSE frontend.
     fn readers(&self, ids: &[String]) -> Result<Vec<Arc<dyn LayerReader>>> {
         ids.iter()
             .map(|id| {
@@ -171,8 +170,34 @@ impl AufsDriver {
         }
         result
     }
+}
 
-    /// Runs `f` on read-only merged views of the parent and of `id`.
+/// The outermost directories of an AUFS branch holding `.wh..wh..opq`.
+fn outermost_opaque_dirs(
+    root: &Path,
+    prefix: &mut Vec<OsString>,
+    out: &mut Vec<Vec<OsString>>,
+) -> Result<()> {
+    let here = root.join(fsutil::join_components(prefix));
+    for entry in fs::read_dir(&here).ctx("list", &here)? {
+        let entry = entry.ctx("list", &here)?;
+        if !entry.file_type().ctx("stat", entry.path())?.is_dir() {
+            continue;
+        }
+        prefix.push(entry.file_name());
+        if entry.path().join(OCI_OPAQUE).exists() {
+            out.push(prefix.clone());
+        } else {
+            outermost_opaque_dirs(root, prefix, out)?;
+        }
+        prefix.pop();
+    }
+    Ok(())
+}
+
+impl MergedDiff for AufsDriver {
+    /// Runs `f` on read-only views of the merged trees of `parent` (an empty
+    /// directory when `None`) and of `id` on top of it, unmounting both after.
     fn with_views<T>(
         &self,
         id: &LayerId,
@@ -201,34 +226,12 @@ impl AufsDriver {
         )
     }
 
-    fn plan(&self, id: &LayerId, old: &Path, new: &Path) -> Result<DiffPlan> {
+    /// The directories of `id`'s branch marked `.wh..wh..opq` (the outermost).
+    fn opaque_dirs(&self, id: &LayerId) -> Result<Vec<Vec<OsString>>> {
         let mut opaque = Vec::new();
         outermost_opaque_dirs(&self.diff_dir(id), &mut Vec::new(), &mut opaque)?;
-        merged_diff::merged_plan(old, new, &opaque)
+        Ok(opaque)
     }
-}
-
-/// The outermost directories of an AUFS branch holding `.wh..wh..opq`.
-fn outermost_opaque_dirs(
-    root: &Path,
-    prefix: &mut Vec<OsString>,
-    out: &mut Vec<Vec<OsString>>,
-) -> Result<()> {
-    let here = root.join(fsutil::join_components(prefix));
-    for entry in fs::read_dir(&here).ctx("list", &here)? {
-        let entry = entry.ctx("list", &here)?;
-        if !entry.file_type().ctx("stat", entry.path())?.is_dir() {
-            continue;
-        }
-        prefix.push(entry.file_name());
-        if entry.path().join(OCI_OPAQUE).exists() {
-            out.push(prefix.clone());
-        } else {
-            outermost_opaque_dirs(root, prefix, out)?;
-        }
-        prefix.pop();
-    }
-    Ok(())
 }
 
 impl Driver for AufsDriver {
@@ -332,20 +335,15 @@ impl Driver for AufsDriver {
     }
 
     fn diff(&self, id: &LayerId, parent: Option<&LayerId>, out: &mut dyn Write) -> Result<()> {
-        self.with_views(id, parent, |old, new| {
-            let plan = self.plan(id, old, new)?;
-            write_plan(new, &plan, out).map(drop)
-        })
+        self.write_diff(id, parent, out)
     }
 
     fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {
-        self.with_views(id, parent, |old, new| changes_between(Some(old), new))
+        self.list_changes(id, parent)
     }
 
     fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
-        self.with_views(id, parent, |old, new| {
-            plan_size(new, &self.plan(id, old, new)?)
-        })
+        self.size_of_diff(id, parent)
     }
 
     fn mount_spec(

@@ -1,7 +1,7 @@
 //! Diffs of overlay-stacked layers computed on their merged views.
 //!
-//! overlay2 and squashfs compute `changes`, `diff` and `diff_size` the same
-//! way: the parent's merged view and the layer's merged view are mounted
+//! overlay2, aufs and squashfs compute `changes`, `diff` and `diff_size` the
+//! same way ([`MergedDiff`]): the parent's merged view and the layer's merged view are mounted
 //! read-only side by side ([`DiffViews`]), compared like two vfs trees
 //! ([`DiffPlan::from_trees`], `changes_between`), and every opaque directory of
 //! the layer becomes one `.wh..wh..opq` marker plus its whole content
@@ -10,14 +10,17 @@
 
 use std::ffi::OsString;
 use std::fs;
+use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
+use crate::changes::changes_between;
 use crate::dirlayer::DirLayer;
+use crate::driver::{Change, LayerId};
 use crate::error::{DriverError, IoContext, Result};
-use crate::export::DiffPlan;
+use crate::export::{plan_size, write_plan, DiffPlan};
 use crate::fsutil;
 use crate::kernel;
 use crate::layer::LayerReader;
@@ -26,6 +29,47 @@ use crate::mount_table::MountInfo;
 use crate::ownership::Ownership;
 use crate::xattr::{self, XattrTarget};
 use std::sync::Arc;
+
+/// A driver whose layers' diffs come from merged views (overlay2, aufs,
+/// squashfs): it mounts the views and knows its layers' opaque directories;
+/// the diff, its changes and its size follow from those the same way for all.
+pub(crate) trait MergedDiff {
+    /// Runs `f` on the read-only merged views of `parent` (old) and `id` (new).
+    fn with_views<T>(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        f: impl FnOnce(&Path, &Path) -> Result<T>,
+    ) -> Result<T>;
+
+    /// The opaque directories of layer `id`'s own diff, as path components.
+    fn opaque_dirs(&self, id: &LayerId) -> Result<Vec<Vec<OsString>>>;
+
+    /// Writes the OCI layer tar of `id` over `parent` to `out`.
+    fn write_diff(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        out: &mut dyn Write,
+    ) -> Result<()> {
+        self.with_views(id, parent, |old, new| {
+            let plan = merged_plan(old, new, &self.opaque_dirs(id)?)?;
+            write_plan(new, &plan, out).map(drop)
+        })
+    }
+
+    /// What changed in `id` over `parent`, as `docker diff` lists it.
+    fn list_changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {
+        self.with_views(id, parent, |old, new| changes_between(Some(old), new))
+    }
+
+    /// The size of the files `id`'s diff over `parent` carries.
+    fn size_of_diff(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
+        self.with_views(id, parent, |old, new| {
+            plan_size(new, &merged_plan(old, new, &self.opaque_dirs(id)?)?)
+        })
+    }
+}
 
 /// Whether process `pid` is alive.
 pub(crate) fn pid_alive(pid: u32) -> bool {

@@ -20,7 +20,7 @@
 //! merged view of the container with the merged view of its parent (both
 //! mounted read-only), so they agree with every other driver to the letter.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsFd;
@@ -31,17 +31,15 @@ use std::sync::Arc;
 use tracing::{debug, info, warn};
 
 use crate::apply::{apply_layer_as, WhiteoutMode};
-use crate::changes::changes_between;
 use crate::dirlayer::DirLayer;
 use crate::driver::{
     driver_home, layer_ids, validate_id, ApplyStats, Change, Driver, DriverStatus, LayerId,
 };
 use crate::error::{DriverError, IoContext, Result};
-use crate::export::{plan_size, write_plan, DiffPlan};
 use crate::fsutil;
 use crate::kernel::{self, OVERLAY_MAX_LOWERS};
 use crate::layer::LayerReader;
-use crate::merged_diff::{self, DiffViews};
+use crate::merged_diff::{self, DiffViews, MergedDiff};
 use crate::mount::{FrontendKind, MountSpec, StackViewer, WhiteoutFormat};
 use crate::ownership::Ownership;
 
@@ -98,14 +96,6 @@ impl Overlay2Driver {
         let empty = self.home.join("empty");
         fs::create_dir_all(&empty).ctx("create", &empty)?;
         Ok(empty)
-    }
-
-    /// The diff of layer `id` from its merged views: the merged-view
-    /// comparison, with every opaque directory of its diff directory written as
-    /// one `.wh..wh..opq` marker plus its whole content.
-    fn plan(&self, id: &LayerId, old: &Path, new: &Path) -> Result<DiffPlan> {
-        let opaque = merged_diff::upper_opaque_dirs(&self.diff_dir(id), self.userxattr)?;
-        merged_diff::merged_plan(old, new, &opaque)
     }
 
     fn rw_options(&self) -> Vec<String> {
@@ -303,8 +293,6 @@ impl Overlay2Driver {
         Ok(())
     }
 
-    /// Runs `f` on read-only mounts of the merged views of `parent` (an empty
-    /// directory when `None`) and of `id` on top of it, unmounting both after.
     /// Readers of layers `ids` (top first) for the FUSE frontend.
     fn readers(&self, ids: &[String]) -> Result<Vec<Arc<dyn LayerReader>>> {
         ids.iter()
@@ -316,7 +304,11 @@ impl Overlay2Driver {
             })
             .collect()
     }
+}
 
+impl MergedDiff for Overlay2Driver {
+    /// Runs `f` on read-only views of the merged trees of `parent` (an empty
+    /// directory when `None`) and of `id` on top of it, unmounting both after.
     fn with_views<T>(
         &self,
         id: &LayerId,
@@ -381,6 +373,11 @@ impl Overlay2Driver {
         }
         views.mounted(new.clone());
         f(&old, &new)
+    }
+
+    /// The opaque directories of `id`'s diff directory.
+    fn opaque_dirs(&self, id: &LayerId) -> Result<Vec<Vec<OsString>>> {
+        merged_diff::upper_opaque_dirs(&self.diff_dir(id), self.userxattr)
     }
 }
 
@@ -487,20 +484,15 @@ impl Driver for Overlay2Driver {
     }
 
     fn diff(&self, id: &LayerId, parent: Option<&LayerId>, out: &mut dyn Write) -> Result<()> {
-        self.with_views(id, parent, |old, new| {
-            let plan = self.plan(id, old, new)?;
-            write_plan(new, &plan, out).map(drop)
-        })
+        self.write_diff(id, parent, out)
     }
 
     fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {
-        self.with_views(id, parent, |old, new| changes_between(Some(old), new))
+        self.list_changes(id, parent)
     }
 
     fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
-        self.with_views(id, parent, |old, new| {
-            plan_size(new, &self.plan(id, old, new)?)
-        })
+        self.size_of_diff(id, parent)
     }
 
     fn mount_spec(

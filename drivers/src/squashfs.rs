@@ -56,7 +56,7 @@ pub use reader::{CacheStats, ReaderCache, SquashfsLayer};
 pub use writer::{write_image, ImageSettings, ImageStats};
 
 use std::collections::HashSet;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
@@ -68,17 +68,15 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
-use crate::changes::changes_between;
 use crate::dirlayer::DirLayer;
 use crate::driver::{
     driver_home, layer_ids, validate_id, ApplyStats, Change, Driver, DriverStatus, LayerId,
 };
 use crate::error::{DriverError, IoContext, Result};
-use crate::export::{plan_size, write_plan, DiffPlan};
 use crate::fsutil;
 use crate::kernel::{self, OVERLAY_MAX_LOWERS};
 use crate::layer::LayerReader;
-use crate::merged_diff::{self, DiffViews};
+use crate::merged_diff::{self, DiffViews, MergedDiff};
 use crate::mount::{FrontendKind, MountSpec, StackViewer, WhiteoutFormat};
 use crate::mount_table::MountInfo;
 use crate::ownership::Ownership;
@@ -528,9 +526,56 @@ impl SquashfsDriver {
         Ok(MountInfo::read()?.fstype(dir) == Some("squashfs"))
     }
 
-    /// Runs `f` on read-only mounts of the merged views of `parent` (an empty
-    /// directory when `None`) and of `id` on top of it, unmounting them (and
-    /// the private layer mounts under them) after.
+    fn total_image_bytes(&self) -> u64 {
+        self.layers()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|id| fs::metadata(self.image_path(id)).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+}
+
+/// Size and hex SHA-256 of a file.
+fn digest_file(path: &Path) -> Result<(u64, String)> {
+    let mut f = fs::File::open(path).ctx("open image", path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).ctx("read image", path),
+        };
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, hex::encode(hasher.finalize())))
+}
+
+/// Whether squashfs can be mounted by this kernel (built in, loaded, or a module on disk).
+fn kernel_has_squashfs() -> bool {
+    if kernel::kernel_has_filesystem("squashfs") || Path::new("/sys/module/squashfs").exists() {
+        return true;
+    }
+    let Ok(release) = fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let dir = Path::new("/lib/modules")
+        .join(release.trim())
+        .join("kernel/fs/squashfs");
+    fs::read_dir(dir)
+        .map(|mut d| {
+            d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("squashfs.ko")))
+        })
+        .unwrap_or(false)
+}
+
+impl MergedDiff for SquashfsDriver {
+    /// Runs `f` on read-only views of the merged trees of `parent` (an empty
+    /// directory when `None`) and of `id` on top of it, unmounting both after.
     fn with_views<T>(
         &self,
         id: &LayerId,
@@ -613,63 +658,17 @@ impl SquashfsDriver {
         f(&old, &new)
     }
 
-    /// The diff plan of layer `id` from its merged views.
-    fn plan(&self, id: &LayerId, old: &Path, new: &Path) -> Result<DiffPlan> {
-        let opaque = if self.is_rw(id) {
-            merged_diff::upper_opaque_dirs(&self.diff_dir(id), self.userxattr)?
+    /// The opaque directories of a container's upper, or of a read-only
+    /// layer's image.
+    fn opaque_dirs(&self, id: &LayerId) -> Result<Vec<Vec<OsString>>> {
+        if self.is_rw(id) {
+            merged_diff::upper_opaque_dirs(&self.diff_dir(id), self.userxattr)
         } else {
             self.open_layer(id)?
                 .opaque_dirs()
-                .ctx("list opaque directories", self.image_path(id))?
-        };
-        merged_diff::merged_plan(old, new, &opaque)
+                .ctx("list opaque directories", self.image_path(id))
+        }
     }
-
-    fn total_image_bytes(&self) -> u64 {
-        self.layers()
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|id| fs::metadata(self.image_path(id)).ok())
-            .map(|m| m.len())
-            .sum()
-    }
-}
-
-/// Size and hex SHA-256 of a file.
-fn digest_file(path: &Path) -> Result<(u64, String)> {
-    let mut f = fs::File::open(path).ctx("open image", path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).ctx("read image", path),
-        };
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((size, hex::encode(hasher.finalize())))
-}
-
-/// Whether squashfs can be mounted by this kernel (built in, loaded, or a module on disk).
-fn kernel_has_squashfs() -> bool {
-    if kernel::kernel_has_filesystem("squashfs") || Path::new("/sys/module/squashfs").exists() {
-        return true;
-    }
-    let Ok(release) = fs::read_to_string("/proc/sys/kernel/osrelease") else {
-        return false;
-    };
-    let dir = Path::new("/lib/modules")
-        .join(release.trim())
-        .join("kernel/fs/squashfs");
-    fs::read_dir(dir)
-        .map(|mut d| {
-            d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("squashfs.ko")))
-        })
-        .unwrap_or(false)
 }
 
 impl Driver for SquashfsDriver {
@@ -791,20 +790,15 @@ impl Driver for SquashfsDriver {
     }
 
     fn diff(&self, id: &LayerId, parent: Option<&LayerId>, out: &mut dyn Write) -> Result<()> {
-        self.with_views(id, parent, |old, new| {
-            let plan = self.plan(id, old, new)?;
-            write_plan(new, &plan, out).map(drop)
-        })
+        self.write_diff(id, parent, out)
     }
 
     fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {
-        self.with_views(id, parent, |old, new| changes_between(Some(old), new))
+        self.list_changes(id, parent)
     }
 
     fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
-        self.with_views(id, parent, |old, new| {
-            plan_size(new, &self.plan(id, old, new)?)
-        })
+        self.size_of_diff(id, parent)
     }
 
     fn mount_spec(
