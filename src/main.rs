@@ -9,7 +9,10 @@ fn main() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("LAMINA_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+            // fuser warns at the end of every session whose filesystem was unmounted
+            // from outside (its own unmount then fails): that is how sessions end here.
+            EnvFilter::try_from_env("LAMINA_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("warn,fuser::session=error")),
         )
         .with_writer(std::io::stderr)
         .init();
