@@ -115,6 +115,39 @@ impl RingHandler for RingServer {
             reply.error(errno);
         }
     }
+
+    /// See [`may_block`].
+    fn may_block(&self, req: &RingRequest<'_>) -> bool {
+        may_block(req.opcode, req.op_in)
+    }
+}
+
+/// Whether a request (`opcode`, in-struct `op_in`) may copy a file up, sync
+/// to disk or walk a subtree, and so goes to the queue's workers: an open for
+/// writing or with `O_TRUNC` (copy-up of a lower file), `SETATTR`, `LINK`,
+/// `RENAME`/`RENAME2` (a directory's subtree), the xattr changes, the syncs,
+/// `FALLOCATE` and `COPY_FILE_RANGE`. Everything else (`CREATE`, `UNLINK`,
+/// `WRITE` included: they never copy up more than a directory) is answered on
+/// the queue thread.
+fn may_block(opcode: u32, op_in: &[u8]) -> bool {
+    match opcode {
+        op::OPEN => {
+            // fuse_open_in.flags.
+            let flags = Fields(op_in).u32(0) as i32;
+            flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
+        }
+        op::SETATTR
+        | op::LINK
+        | op::RENAME
+        | op::RENAME2
+        | op::SETXATTR
+        | op::REMOVEXATTR
+        | op::FSYNC
+        | op::FSYNCDIR
+        | op::FALLOCATE
+        | op::COPY_FILE_RANGE => true,
+        _ => false,
+    }
 }
 
 /// Native-endian fields of a request's in-struct (0 past its end).
@@ -494,4 +527,69 @@ fn put32(out: &mut [u8], at: usize, v: u32) {
 
 fn put64(out: &mut [u8], at: usize, v: u64) {
     out[at..at + 8].copy_from_slice(&v.to_ne_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `fuse_open_in` with `flags`, zero-padded like `op_in`.
+    fn open_in(flags: i32) -> [u8; 128] {
+        let mut op_in = [0u8; 128];
+        op_in[..4].copy_from_slice(&flags.to_ne_bytes());
+        op_in
+    }
+
+    #[test]
+    fn writes_and_truncations_open_on_the_pool() {
+        assert!(!may_block(op::OPEN, &open_in(libc::O_RDONLY)));
+        assert!(!may_block(
+            op::OPEN,
+            &open_in(libc::O_RDONLY | libc::O_NOFOLLOW)
+        ));
+        assert!(may_block(op::OPEN, &open_in(libc::O_WRONLY)));
+        assert!(may_block(op::OPEN, &open_in(libc::O_RDWR | libc::O_APPEND)));
+        assert!(may_block(
+            op::OPEN,
+            &open_in(libc::O_RDONLY | libc::O_TRUNC)
+        ));
+    }
+
+    #[test]
+    fn only_the_slow_opcodes_go_to_the_pool() {
+        let none = [0u8; 128];
+        for opcode in [
+            op::SETATTR,
+            op::LINK,
+            op::RENAME,
+            op::RENAME2,
+            op::SETXATTR,
+            op::REMOVEXATTR,
+            op::FSYNC,
+            op::FSYNCDIR,
+            op::FALLOCATE,
+            op::COPY_FILE_RANGE,
+        ] {
+            assert!(may_block(opcode, &none), "opcode {opcode}");
+        }
+        for opcode in [
+            op::LOOKUP,
+            op::GETATTR,
+            op::CREATE,
+            op::MKDIR,
+            op::UNLINK,
+            op::RMDIR,
+            op::READ,
+            op::WRITE,
+            op::READDIR,
+            op::READDIRPLUS,
+            op::OPENDIR,
+            op::RELEASE,
+            op::FLUSH,
+            op::GETXATTR,
+            op::STATFS,
+        ] {
+            assert!(!may_block(opcode, &none), "opcode {opcode}");
+        }
+    }
 }

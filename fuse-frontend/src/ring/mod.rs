@@ -1,7 +1,9 @@
 //! FUSE over io_uring (Linux 6.14+, `fuse.enable_uring=Y`): one queue per
 //! possible CPU, each served by a thread pinned to that CPU, so a request is
 //! answered on the CPU that asked it instead of waking a server thread on
-//! another one. Most requests arrive here once every queue is registered;
+//! another one. Requests that may block (copy-ups, syncs) go to a small pool
+//! of workers pinned to the same CPU, so they do not hold up the queue's
+//! other requests. Most requests arrive here once every queue is registered;
 //! `FORGET` and `INTERRUPT` still come through `/dev/fuse` (fuser's threads).
 //!
 //! [`queues`] drives the rings (registration, fetch/commit, teardown);
@@ -87,9 +89,21 @@ impl<'a> RingReply<'a> {
 }
 
 /// Answers requests fetched from the rings. Called concurrently from every
-/// queue's thread.
+/// queue's thread and its workers.
 pub(crate) trait RingHandler: Send + Sync + 'static {
     /// Answers `req` into `reply`. Requests that need no answer (`FORGET`)
     /// never reach the rings.
     fn handle(&self, req: &RingRequest<'_>, reply: &mut RingReply<'_>);
+
+    /// Whether answering `req` may take long (a copy-up, an fsync): such a
+    /// request is answered by one of its queue's worker threads (pinned to
+    /// the same CPU) while the queue thread goes on answering the others, at
+    /// the cost of a local wakeup each way. Asked on the queue thread for
+    /// every request before it is answered, so it must be cheap and never
+    /// block; `req.payload` is then the ring buffer itself, not a copy.
+    /// The default answers everything on the queue thread.
+    fn may_block(&self, req: &RingRequest<'_>) -> bool {
+        let _ = req;
+        false
+    }
 }

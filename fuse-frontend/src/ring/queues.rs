@@ -5,6 +5,15 @@
 //! it through the [`RingHandler`] and hands the entry back with the reply
 //! (`FUSE_IO_URING_CMD_COMMIT_AND_FETCH`).
 //!
+//! A request the handler says may block ([`RingHandler::may_block`]: a
+//! copy-up, an fsync) is not answered by the queue thread: it hands the entry
+//! to the queue's pool, [`POOL_SIZE`] worker threads pinned to the same CPU
+//! (`lamina-ring-N-w0`, `-w1`), and goes on answering the other requests. A
+//! worker answers into the entry's buffers, lists the entry as finished and
+//! signals an eventfd the queue's ring polls (user data [`WAKEUP`]); the queue
+//! thread then commits it like any other. The entry stays ours (and live) the
+//! whole time, so the queue ends only once no worker holds one.
+//!
 //! Kernel ABI (include/uapi/linux/fuse.h, fs/fuse/dev_uring.c, Linux 6.14+):
 //!
 //! * An entry is two buffers, passed to REGISTER as `iov[2]`. The header buffer
@@ -29,12 +38,12 @@
 //!   abort).
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -69,6 +78,13 @@ const SQE_LEN_OFFSET: usize = 24;
 
 /// The most entries one queue may register.
 const MAX_DEPTH: usize = 4096;
+
+/// Worker threads per queue for the requests that may block.
+const POOL_SIZE: usize = 2;
+/// The user data of the poll on a queue's eventfd (entries use their index).
+const WAKEUP: u64 = u64::MAX;
+/// `POLLIN` for `IORING_OP_POLL_ADD`.
+const POLL_IN: u32 = libc::POLLIN as u32;
 
 /// Whether the kernel lets FUSE servers use io_uring (`enable_uring` is `Y`).
 pub(crate) fn kernel_enabled() -> bool {
@@ -154,7 +170,9 @@ pub(crate) struct RingQueues {
 impl RingQueues {
     /// Starts one thread per possible CPU (pinned to it, named `lamina-ring-N`),
     /// each with its own io_uring, registering `depth` entries whose payload
-    /// buffers are `payload_size` bytes, answering through `handler`.
+    /// buffers are `payload_size` bytes, answering through `handler`, and with
+    /// its pool of [`POOL_SIZE`] workers pinned to the same CPU for the
+    /// requests that may block.
     /// Returns once every queue's registration is known to be accepted, or an
     /// error naming the failure (after stopping whatever it started; the kernel
     /// then keeps serving through /dev/fuse).
@@ -314,8 +332,9 @@ impl RingQueues {
         self.answered.clone()
     }
 
-    /// Waits for every queue thread to end (they end when the connection does:
-    /// unmount or abort).
+    /// Waits for every queue thread to end (they end when the connection does,
+    /// unmount or abort, once their workers answered what they hold; each
+    /// joins its workers before it ends).
     pub fn join(self) {
         for (qid, thread) in self.threads.into_iter().enumerate() {
             if thread.join().is_err() {
@@ -524,6 +543,9 @@ enum EntryState {
     Idle,
     /// Held by the kernel (registered or committed, waiting for a request).
     InKernel,
+    /// Ours, its request handed to the queue's pool: a worker reads and writes
+    /// the buffers until it lists the entry as finished.
+    WithWorker,
     /// Finished: the connection ended or the kernel refused it.
     Done,
 }
@@ -537,24 +559,36 @@ struct Queue {
     /// The ring. Declared before `entries` so it is closed (cancelling what
     /// the kernel still holds) before their buffers are unmapped.
     ring: IoUring<squeue::Entry128, cqueue::Entry>,
+    /// The workers answering the requests that may block. Declared before
+    /// `entries` so they are joined (done with every buffer) before the
+    /// buffers are unmapped; `None` once stopped.
+    pool: Option<Pool>,
+    /// Where the workers list the entries they answered.
+    finished: Arc<Finished>,
     /// The entries' buffers, at fixed addresses for the ring's life.
     entries: Vec<EntryBuffers>,
     /// Where each entry is.
     states: Vec<EntryState>,
-    /// Entries not yet done.
+    /// Entries not yet done (those with a worker included).
     live: usize,
+    /// Entries with a worker.
+    outstanding: usize,
+    /// Whether the poll on `finished`'s eventfd is in the ring.
+    wakeup_armed: bool,
     /// Completions collected but not handled yet (user data, result).
     pending: Vec<(u64, i32)>,
     /// A copy of the request payload, so the reply can be written into the
     /// payload buffer while the handler reads the request.
     scratch: Vec<u8>,
+    /// Entries taken from `finished`, kept to reuse the allocation.
+    finished_batch: Vec<usize>,
     /// Set once the rings may be in use: buffers the kernel still holds are
     /// then leaked rather than unmapped.
     serving: bool,
 }
 
 impl Queue {
-    /// Creates the ring and allocates the entries' buffers.
+    /// Creates the ring, allocates the entries' buffers and starts the pool.
     fn new(qid: u16, config: &QueueConfig) -> io::Result<Queue> {
         let depth = config.depth;
         // Bounded by MAX_DEPTH.
@@ -574,15 +608,27 @@ impl Queue {
                 )
             })?);
         }
+        let finished = Arc::new(Finished::new().map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("creating the eventfd of FUSE ring queue {qid}: {e}"),
+            )
+        })?);
+        let pool = Pool::start(qid, &config.handler, &finished)?;
         Ok(Queue {
             qid,
             fd: Arc::clone(&config.fd),
             ring,
+            pool: Some(pool),
+            finished,
             entries,
             states: vec![EntryState::Idle; depth],
             live: 0,
+            outstanding: 0,
+            wakeup_armed: false,
             pending: Vec::with_capacity(depth),
             scratch: Vec::new(),
+            finished_batch: Vec::with_capacity(depth),
             serving: false,
         })
     }
@@ -721,11 +767,23 @@ impl Queue {
 
     /// Answers requests until every entry is done: handles all available
     /// completions, then submits all commits with one `submit_and_wait(1)`.
+    /// Requests that may block go to the pool; the wakeup completion (user
+    /// data [`WAKEUP`]) brings back the entries its workers answered, which
+    /// are committed like the others. Returns only once no worker holds an
+    /// entry, and stops the pool.
     fn serve(&mut self, handler: &dyn RingHandler, answered: &AnsweredCounter) {
         self.serving = true;
         let mut batch = std::mem::take(&mut self.pending);
         loop {
             for (user_data, result) in batch.drain(..) {
+                if user_data == WAKEUP {
+                    self.wakeup_armed = false;
+                    if result < 0 {
+                        self.wakeup_failed(result);
+                    }
+                    self.collect_finished(answered);
+                    continue;
+                }
                 let Some(i) = self.entry_index(user_data) else {
                     continue;
                 };
@@ -739,8 +797,7 @@ impl Queue {
                     continue;
                 }
                 if result >= 0 {
-                    self.answer(i, handler);
-                    answered.bump();
+                    self.take_request(i, handler, answered);
                     continue;
                 }
                 self.states[i] = EntryState::Done;
@@ -766,6 +823,9 @@ impl Queue {
                 debug!(queue = self.qid, "FUSE ring queue ended");
                 break;
             }
+            if self.pool.is_some() && !self.wakeup_armed {
+                self.arm_wakeup();
+            }
             match self.ring.submit_and_wait(1) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -781,78 +841,74 @@ impl Queue {
             batch.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
         }
         self.pending = batch;
+        // Joining the workers waits for the requests they still answer (only
+        // after an io_uring failure: otherwise they count in `live`). Those
+        // entries stay uncommitted; the kernel does not hold them.
+        self.stop_pool();
     }
 
-    /// Answers the request in entry `i` and queues its COMMIT_AND_FETCH.
-    fn answer(&mut self, i: usize, handler: &dyn RingHandler) {
+    /// Takes the request the kernel put into entry `i`: hands it to the pool
+    /// when the handler says it may block, else answers it here and queues
+    /// its COMMIT_AND_FETCH.
+    fn take_request(&mut self, i: usize, handler: &dyn RingHandler, answered: &AnsweredCounter) {
         let qid = self.qid;
-        let fd = self.fd.as_raw_fd();
         let entry = &mut self.entries[i];
-        let payload_len = entry.payload_len;
+        let raw = entry.raw();
         // SAFETY: the kernel handed the entry over with this completion and
-        // touches neither buffer until the commit below is submitted.
-        let (header, payload) = unsafe { entry.buffers() };
-        let opcode = read_u32(header, 4);
-        let unique = read_u64(header, 8);
-        let commit_id = read_u64(header, COMMIT_ID_OFFSET);
-        let mut payload_sz = read_u32(header, PAYLOAD_SZ_OFFSET) as usize;
-        if payload_sz > payload_len {
-            warn!(
-                queue = qid,
-                opcode, payload_sz, "FUSE ring request claims more payload than its buffer"
-            );
-            payload_sz = payload_len;
-        }
-        if self.scratch.len() < payload_sz {
-            self.scratch.resize(payload_sz, 0);
-        }
-        self.scratch[..payload_sz].copy_from_slice(&payload[..payload_sz]);
-
-        let (len, error) = {
-            let request = RingRequest {
-                opcode,
-                unique,
-                nodeid: read_u64(header, 16),
-                uid: read_u32(header, 24),
-                gid: read_u32(header, 28),
-                pid: read_u32(header, 32),
-                op_in: &header[OP_IN_OFFSET..OP_IN_OFFSET + OP_IN_SIZE],
-                payload: &self.scratch[..payload_sz],
-            };
-            let mut reply = RingReply::new(payload);
-            let handled = catch_unwind(AssertUnwindSafe(|| handler.handle(&request, &mut reply)));
-            if handled.is_err() {
-                error!(
-                    queue = qid,
-                    opcode, unique, "FUSE ring handler panicked; answering EIO"
-                );
-                reply.error(libc::EIO);
+        // touches neither buffer until its commit is submitted; no worker
+        // holds it (its state is InKernel, not WithWorker).
+        let (header, payload) = unsafe { raw.slices() };
+        let head = Head::read(qid, header, payload.len());
+        if let Some(pool) = &self.pool {
+            let request = head.request(header, &payload[..head.payload_sz]);
+            let blocking = catch_unwind(AssertUnwindSafe(|| handler.may_block(&request)))
+                .unwrap_or_else(|_| {
+                    error!(
+                        queue = qid,
+                        opcode = head.opcode,
+                        "FUSE ring handler panicked in may_block; answering inline"
+                    );
+                    false
+                });
+            if blocking {
+                match pool.send(Job {
+                    index: i,
+                    head,
+                    buffers: raw,
+                }) {
+                    Ok(()) => {
+                        self.states[i] = EntryState::WithWorker;
+                        self.outstanding += 1;
+                        return;
+                    }
+                    Err(_) => warn!(
+                        queue = qid,
+                        opcode = head.opcode,
+                        "FUSE ring queue pool gone; answering inline"
+                    ),
+                }
             }
-            (reply.len(), reply.error_code())
-        };
+        }
+        answer_entry(qid, &head, header, payload, &mut self.scratch, handler);
+        answered.bump();
+        self.commit(i, head.commit_id);
+    }
 
-        // fuse_out_header, then the reply's length for the kernel.
-        // `len` fits: it is at most the payload buffer, checked against u32 in start.
-        write_u32(header, 0, (OUT_HEADER_SIZE + len) as u32);
-        write_u32(header, 4, error as u32);
-        write_u64(header, 8, unique);
-        write_u32(header, PAYLOAD_SZ_OFFSET, len as u32);
-
+    /// Queues entry `i`'s COMMIT_AND_FETCH (its reply is written); an entry
+    /// that cannot be committed is lost to the queue.
+    fn commit(&mut self, i: usize, commit_id: u64) {
         let sqe = uring_cmd(
-            fd,
+            self.fd.as_raw_fd(),
             CMD_COMMIT_AND_FETCH,
-            cmd_area(commit_id, qid),
+            cmd_area(commit_id, self.qid),
             None,
             i as u64,
         );
-        // SAFETY: the entry carries no pointers; the buffers stay mapped.
-        let pushed = unsafe { self.ring.submission().push(&sqe) }.is_ok()
-            || (self.ring.submit().is_ok()
-                // SAFETY: as above.
-                && unsafe { self.ring.submission().push(&sqe) }.is_ok());
-        if !pushed {
+        if self.push(&sqe) {
+            self.states[i] = EntryState::InKernel;
+        } else {
             error!(
-                queue = qid,
+                queue = self.qid,
                 entry = i,
                 "FUSE ring queue cannot submit a commit; entry lost"
             );
@@ -860,10 +916,87 @@ impl Queue {
             self.live -= 1;
         }
     }
+
+    /// Pushes `sqe`, submitting what is queued first if the submission queue
+    /// is full; false when it still does not fit.
+    fn push(&mut self, sqe: &squeue::Entry128) -> bool {
+        // SAFETY: the SQEs we push carry no pointers into memory that could go
+        // away while the kernel holds them (commits and polls carry none).
+        unsafe { self.ring.submission().push(sqe) }.is_ok()
+            || (self.ring.submit().is_ok()
+                // SAFETY: as above.
+                && unsafe { self.ring.submission().push(sqe) }.is_ok())
+    }
+
+    /// Queues the one-shot poll on the eventfd the workers signal.
+    fn arm_wakeup(&mut self) {
+        let sqe: squeue::Entry128 =
+            opcode::PollAdd::new(types::Fd(self.finished.eventfd.as_raw_fd()), POLL_IN)
+                .build()
+                .user_data(WAKEUP)
+                .into();
+        if self.push(&sqe) {
+            self.wakeup_armed = true;
+        } else {
+            // Not fatal while jobs are outstanding: the next round tries again.
+            warn!(
+                queue = self.qid,
+                "FUSE ring queue cannot queue its wakeup poll; retrying"
+            );
+        }
+    }
+
+    /// The wakeup poll failed (`result`): the queue can no longer learn of
+    /// finished jobs while it waits, so it stops its pool (waiting for the
+    /// requests it answers) and answers everything inline from now on.
+    fn wakeup_failed(&mut self, result: i32) {
+        error!(
+            queue = self.qid,
+            error = %io::Error::from_raw_os_error(-result),
+            "FUSE ring queue's wakeup poll failed; answering every request inline from now on"
+        );
+        self.stop_pool();
+    }
+
+    /// Stops the pool: closes its channel and joins the workers, which first
+    /// answer what they were given.
+    fn stop_pool(&mut self) {
+        if let Some(mut pool) = self.pool.take() {
+            pool.stop();
+        }
+    }
+
+    /// Commits every entry the workers finished since the last call.
+    fn collect_finished(&mut self, answered: &AnsweredCounter) {
+        self.finished.reset_eventfd();
+        self.finished.take(&mut self.finished_batch);
+        let mut batch = std::mem::take(&mut self.finished_batch);
+        for i in batch.drain(..) {
+            if self.states.get(i) != Some(&EntryState::WithWorker) {
+                warn!(
+                    queue = self.qid,
+                    entry = i,
+                    "a FUSE ring worker finished an entry it was not given"
+                );
+                continue;
+            }
+            self.outstanding -= 1;
+            answered.bump();
+            // SAFETY: the worker is done with the entry (it listed it under
+            // `finished`'s lock, which we took since) and the kernel does not
+            // hold it until the commit below.
+            let (header, _) = unsafe { self.entries[i].raw().slices() };
+            let commit_id = read_u64(header, COMMIT_ID_OFFSET);
+            self.commit(i, commit_id);
+        }
+        self.finished_batch = batch;
+    }
 }
 
 impl Drop for Queue {
     fn drop(&mut self) {
+        // Workers first: none may touch an entry once this returns.
+        self.stop_pool();
         if !self.serving {
             // The rings never completed: the kernel routed nothing to these
             // entries and cancels them when the ring closes without touching
@@ -888,6 +1021,286 @@ impl Drop for Queue {
                 }
             }
         }
+    }
+}
+
+/// The fields of a fetched request's `fuse_in_header` and `ring_ent_in_out`.
+#[derive(Clone, Copy, Debug)]
+struct Head {
+    /// `fuse_in_header.opcode`.
+    opcode: u32,
+    /// `fuse_in_header.unique`.
+    unique: u64,
+    /// `fuse_in_header.nodeid`.
+    nodeid: u64,
+    /// `fuse_in_header.uid`.
+    uid: u32,
+    /// `fuse_in_header.gid`.
+    gid: u32,
+    /// `fuse_in_header.pid`.
+    pid: u32,
+    /// `ring_ent_in_out.commit_id`.
+    commit_id: u64,
+    /// `ring_ent_in_out.payload_sz`, at most the payload buffer's length.
+    payload_sz: usize,
+}
+
+impl Head {
+    /// Reads the header buffer of queue `qid`'s entry whose payload buffer is
+    /// `payload_len` bytes.
+    fn read(qid: u16, header: &[u8], payload_len: usize) -> Head {
+        let opcode = read_u32(header, 4);
+        let mut payload_sz = read_u32(header, PAYLOAD_SZ_OFFSET) as usize;
+        if payload_sz > payload_len {
+            warn!(
+                queue = qid,
+                opcode, payload_sz, "FUSE ring request claims more payload than its buffer"
+            );
+            payload_sz = payload_len;
+        }
+        Head {
+            opcode,
+            unique: read_u64(header, 8),
+            nodeid: read_u64(header, 16),
+            uid: read_u32(header, 24),
+            gid: read_u32(header, 28),
+            pid: read_u32(header, 32),
+            commit_id: read_u64(header, COMMIT_ID_OFFSET),
+            payload_sz,
+        }
+    }
+
+    /// The request, its in-struct from `header` and its payload `payload`.
+    fn request<'a>(&self, header: &'a [u8], payload: &'a [u8]) -> RingRequest<'a> {
+        RingRequest {
+            opcode: self.opcode,
+            unique: self.unique,
+            nodeid: self.nodeid,
+            uid: self.uid,
+            gid: self.gid,
+            pid: self.pid,
+            op_in: &header[OP_IN_OFFSET..OP_IN_OFFSET + OP_IN_SIZE],
+            payload,
+        }
+    }
+}
+
+/// Answers the request `head` of an entry of queue `qid` through `handler`
+/// (EIO if it panics) and writes the reply for its commit: the payload into
+/// `payload`, then `fuse_out_header` and `payload_sz` into `header`. The
+/// payload is copied to `scratch` first, since the reply overwrites it. Used
+/// by the queue thread and the pool's workers alike.
+fn answer_entry(
+    qid: u16,
+    head: &Head,
+    header: &mut [u8],
+    payload: &mut [u8],
+    scratch: &mut Vec<u8>,
+    handler: &dyn RingHandler,
+) {
+    let payload_sz = head.payload_sz;
+    if scratch.len() < payload_sz {
+        scratch.resize(payload_sz, 0);
+    }
+    scratch[..payload_sz].copy_from_slice(&payload[..payload_sz]);
+
+    let (len, error) = {
+        let request = head.request(header, &scratch[..payload_sz]);
+        let mut reply = RingReply::new(payload);
+        let handled = catch_unwind(AssertUnwindSafe(|| handler.handle(&request, &mut reply)));
+        if handled.is_err() {
+            error!(
+                queue = qid,
+                opcode = head.opcode,
+                unique = head.unique,
+                "FUSE ring handler panicked; answering EIO"
+            );
+            reply.error(libc::EIO);
+        }
+        (reply.len(), reply.error_code())
+    };
+
+    // fuse_out_header, then the reply's length for the kernel.
+    // `len` fits: it is at most the payload buffer, checked against u32 in start.
+    write_u32(header, 0, (OUT_HEADER_SIZE + len) as u32);
+    write_u32(header, 4, error as u32);
+    write_u64(header, 8, head.unique);
+    write_u32(header, PAYLOAD_SZ_OFFSET, len as u32);
+}
+
+/// Where a queue's workers list the entries they answered, and the eventfd
+/// they signal so the queue thread, waiting in its ring, learns of them.
+struct Finished {
+    /// Indexes of answered entries, not yet committed.
+    list: Mutex<Vec<usize>>,
+    /// Written (1) after each push; polled by the queue's ring.
+    eventfd: OwnedFd,
+}
+
+impl Finished {
+    /// An empty list with a fresh non-blocking eventfd.
+    fn new() -> io::Result<Finished> {
+        // SAFETY: eventfd has no memory arguments.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Finished {
+            list: Mutex::new(Vec::new()),
+            // SAFETY: a descriptor we just opened and own alone.
+            eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Lists entry `index` as answered and wakes the queue thread.
+    fn push(&self, qid: u16, index: usize) {
+        self.list
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(index);
+        let one: u64 = 1;
+        // SAFETY: writes the 8 bytes of `one`.
+        let n = unsafe {
+            libc::write(
+                self.eventfd.as_raw_fd(),
+                std::ptr::from_ref(&one).cast(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            // EAGAIN: the counter is at its maximum, so the eventfd is readable anyway.
+            if e.kind() != io::ErrorKind::WouldBlock {
+                error!(queue = qid, error = %e, "FUSE ring worker cannot wake its queue");
+            }
+        }
+    }
+
+    /// Moves the listed entries into `into` (which the caller left empty).
+    fn take(&self, into: &mut Vec<usize>) {
+        let mut list = self.list.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::swap(&mut *list, into);
+    }
+
+    /// Resets the eventfd's counter (before taking the list, so a push after
+    /// the reset makes the next poll fire).
+    fn reset_eventfd(&self) {
+        let mut count: u64 = 0;
+        // SAFETY: reads at most 8 bytes into `count`; non-blocking.
+        unsafe {
+            libc::read(
+                self.eventfd.as_raw_fd(),
+                std::ptr::from_mut(&mut count).cast(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+    }
+}
+
+/// A request handed to a worker: the entry and where its buffers are.
+struct Job {
+    /// The entry's index in its queue.
+    index: usize,
+    /// The request's header fields, read by the queue thread.
+    head: Head,
+    /// The entry's buffers.
+    buffers: RawBuffers,
+}
+
+/// The worker threads of one queue, pinned to its CPU, answering the requests
+/// that may block.
+struct Pool {
+    /// Jobs to the workers; `None` once stopped (closing it ends them).
+    jobs: Option<Sender<Job>>,
+    /// The workers.
+    threads: Vec<JoinHandle<()>>,
+    /// The queue's id, for the logs.
+    qid: u16,
+}
+
+impl Pool {
+    /// Starts queue `qid`'s [`POOL_SIZE`] workers (`lamina-ring-N-wK`),
+    /// answering through `handler` and listing what they answered in `finished`.
+    fn start(
+        qid: u16,
+        handler: &Arc<dyn RingHandler>,
+        finished: &Arc<Finished>,
+    ) -> io::Result<Pool> {
+        let (jobs, job_rx) = channel::<Job>();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let mut pool = Pool {
+            jobs: Some(jobs),
+            threads: Vec::with_capacity(POOL_SIZE),
+            qid,
+        };
+        for k in 0..POOL_SIZE {
+            let (rx, handler, finished) = (
+                Arc::clone(&job_rx),
+                Arc::clone(handler),
+                Arc::clone(finished),
+            );
+            let thread = std::thread::Builder::new()
+                .name(format!("lamina-ring-{qid}-w{k}"))
+                .spawn(move || worker_thread(qid, &rx, &*handler, &finished))
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("starting worker {k} of FUSE ring queue {qid}: {e}"),
+                    )
+                })?;
+            pool.threads.push(thread);
+        }
+        Ok(pool)
+    }
+
+    /// Hands `job` to a worker; gives it back if every worker is gone.
+    fn send(&self, job: Job) -> Result<(), Job> {
+        match &self.jobs {
+            Some(jobs) => jobs.send(job).map_err(|e| e.0),
+            None => Err(job),
+        }
+    }
+
+    /// Closes the channel and joins the workers (they answer the jobs already
+    /// sent first).
+    fn stop(&mut self) {
+        self.jobs = None;
+        for (k, thread) in self.threads.drain(..).enumerate() {
+            if thread.join().is_err() {
+                error!(queue = self.qid, worker = k, "FUSE ring worker panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The body of a worker of queue `qid`: answers the jobs of `jobs` until the
+/// channel closes, listing each answered entry in `finished`.
+fn worker_thread(
+    qid: u16,
+    jobs: &Mutex<Receiver<Job>>,
+    handler: &dyn RingHandler,
+    finished: &Finished,
+) {
+    pin_to_cpu(usize::from(qid));
+    let mut scratch = Vec::new();
+    loop {
+        // The lock is held while waiting: the other worker waits for the lock
+        // instead, and gets the next job.
+        let job = match jobs.lock().unwrap_or_else(PoisonError::into_inner).recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        // SAFETY: see `RawBuffers`: the queue thread gave us the entry and
+        // touches its buffers again only after we list it in `finished`.
+        let (header, payload) = unsafe { job.buffers.slices() };
+        answer_entry(qid, &job.head, header, payload, &mut scratch, handler);
+        finished.push(qid, job.index);
     }
 }
 
@@ -961,22 +1374,53 @@ impl EntryBuffers {
         })
     }
 
+    /// Where the header and payload buffers are.
+    fn raw(&self) -> RawBuffers {
+        RawBuffers {
+            header: self.base,
+            // SAFETY: payload_offset < map_len: within the mapping, not null.
+            payload: unsafe { NonNull::new_unchecked(self.base.as_ptr().add(self.payload_offset)) },
+            payload_len: self.payload_len,
+        }
+    }
+}
+
+/// The header and payload buffers of one entry, as raw pointers: what a worker
+/// needs to answer the entry's request.
+#[derive(Clone, Copy)]
+struct RawBuffers {
+    /// The header buffer, [`HEADER_SIZE`] bytes.
+    header: NonNull<u8>,
+    /// The payload buffer, `payload_len` bytes.
+    payload: NonNull<u8>,
+    /// The payload buffer's length.
+    payload_len: usize,
+}
+
+// SAFETY: the pointers are to an entry's mapping, which stays mapped for as
+// long as its queue's workers run (the queue joins them before it unmaps the
+// buffers: see `Queue::pool`). Only one thread uses them at a time: the entry
+// belongs to us from its completion to its commit, and while a worker holds
+// it the queue thread leaves it alone (state `WithWorker`) until the worker
+// lists it under `Finished`'s lock, which also orders the worker's writes
+// before the queue thread's reads and the commit.
+unsafe impl Send for RawBuffers {}
+
+impl RawBuffers {
     /// The header and payload buffers.
     ///
     /// # Safety
     ///
     /// The kernel must not hold the entry (between a completion and the next
-    /// command on it).
-    unsafe fn buffers(&mut self) -> (&mut [u8], &mut [u8]) {
+    /// command on it), the mapping must be alive, and no other thread may use
+    /// the buffers while the slices live.
+    unsafe fn slices<'a>(&self) -> (&'a mut [u8], &'a mut [u8]) {
         // SAFETY: both ranges lie within the mapping and do not overlap; the
-        // caller guarantees nobody else writes them meanwhile.
+        // caller guarantees nobody else uses them meanwhile.
         unsafe {
             (
-                std::slice::from_raw_parts_mut(self.base.as_ptr(), HEADER_SIZE),
-                std::slice::from_raw_parts_mut(
-                    self.base.as_ptr().add(self.payload_offset),
-                    self.payload_len,
-                ),
+                std::slice::from_raw_parts_mut(self.header.as_ptr(), HEADER_SIZE),
+                std::slice::from_raw_parts_mut(self.payload.as_ptr(), self.payload_len),
             )
         }
     }
