@@ -160,6 +160,24 @@ impl Merged {
             .is_some_and(|&l| self.layers.is_upper(l)))
     }
 
+    /// The kind of `ino` (or, with `name`, of that child of directory `ino`)
+    /// when it surely lives in the upper, so changing it copies nothing up
+    /// (renaming a directory still may: lower layers can merge into it).
+    /// Never waits: `None` when the table is busy, the node unknown or lower.
+    pub(crate) fn kind_in_upper(&self, ino: u64, name: Option<&OsStr>) -> Option<FileKind> {
+        let t = self.table.try_lock().ok()?;
+        let ino = match name {
+            None => ino,
+            Some(name) => *t.get(ino).ok()?.children.get(name)?,
+        };
+        let node = t.get(ino).ok()?;
+        let upper = node
+            .layers
+            .first()
+            .is_some_and(|&l| self.layers.is_upper(l));
+        upper.then_some(node.kind)
+    }
+
     /// The open upper directory holding `ino` and its name there (`""` and the
     /// root itself for the root).
     pub(crate) fn upper_location(

@@ -14,6 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use drivers::FileKind;
 use fuser::{FileAttr, FileType, FopenFlags};
 use tracing::debug;
 
@@ -118,35 +119,60 @@ impl RingHandler for RingServer {
 
     /// See [`may_block`].
     fn may_block(&self, req: &RingRequest<'_>) -> bool {
-        may_block(req.opcode, req.op_in)
+        let m = &self.server.merged;
+        let arg = Fields(req.op_in);
+        match may_block(req.opcode, req.op_in) {
+            Blocking::Never => false,
+            Blocking::Always => true,
+            // Changes in place of objects already in the upper are quick.
+            Blocking::UnlessInUpper => m.kind_in_upper(req.nodeid, None).is_none(),
+            Blocking::UnlessLinkedInUpper => m.kind_in_upper(arg.u64(0), None).is_none(),
+            Blocking::UnlessRenamedInUpper => {
+                let name = names(req.payload).next().unwrap_or_default();
+                !matches!(m.kind_in_upper(req.nodeid, Some(name)), Some(k) if k != FileKind::Directory)
+            }
+        }
     }
 }
 
-/// Whether a request (`opcode`, in-struct `op_in`) may copy a file up, sync
-/// to disk or walk a subtree, and so goes to the queue's workers: an open for
-/// writing or with `O_TRUNC` (copy-up of a lower file), `SETATTR`, `LINK`,
-/// `RENAME`/`RENAME2` (a directory's subtree), the xattr changes, the syncs,
-/// `FALLOCATE` and `COPY_FILE_RANGE`. Everything else (`CREATE`, `UNLINK`,
-/// `WRITE` included: they never copy up more than a directory) is answered on
-/// the queue thread.
-fn may_block(opcode: u32, op_in: &[u8]) -> bool {
+/// When a request may block for long (copy a file or a subtree up, sync to
+/// disk), so that it goes to the queue's workers instead of holding up the
+/// other requests made on its CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Blocking {
+    /// Answered on the queue thread.
+    Never,
+    /// Syncs, `FALLOCATE`, `COPY_FILE_RANGE`.
+    Always,
+    /// A change of the node (an open for writing or with `O_TRUNC`,
+    /// `SETATTR`, the xattr changes): a copy-up unless it is in the upper.
+    UnlessInUpper,
+    /// `LINK`: a copy-up unless the linked node is in the upper.
+    UnlessLinkedInUpper,
+    /// `RENAME`/`RENAME2`: a copy-up (of a subtree, for a directory) unless
+    /// the renamed object is a non-directory in the upper.
+    UnlessRenamedInUpper,
+}
+
+/// How a request (`opcode`, in-struct `op_in`) may block. Everything not
+/// named (`CREATE`, `UNLINK`, `WRITE`, lookups…: they never copy up more than
+/// a directory) is answered on the queue thread.
+fn may_block(opcode: u32, op_in: &[u8]) -> Blocking {
     match opcode {
         op::OPEN => {
             // fuse_open_in.flags.
             let flags = Fields(op_in).u32(0) as i32;
-            flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
+            if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+                Blocking::UnlessInUpper
+            } else {
+                Blocking::Never
+            }
         }
-        op::SETATTR
-        | op::LINK
-        | op::RENAME
-        | op::RENAME2
-        | op::SETXATTR
-        | op::REMOVEXATTR
-        | op::FSYNC
-        | op::FSYNCDIR
-        | op::FALLOCATE
-        | op::COPY_FILE_RANGE => true,
-        _ => false,
+        op::SETATTR | op::SETXATTR | op::REMOVEXATTR => Blocking::UnlessInUpper,
+        op::LINK => Blocking::UnlessLinkedInUpper,
+        op::RENAME | op::RENAME2 => Blocking::UnlessRenamedInUpper,
+        op::FSYNC | op::FSYNCDIR | op::FALLOCATE | op::COPY_FILE_RANGE => Blocking::Always,
+        _ => Blocking::Never,
     }
 }
 
@@ -457,7 +483,7 @@ fn sized_out(reply: &mut RingReply<'_>, data: &[u8], size: u32) -> io::Result<()
 }
 
 /// Appends `struct fuse_dirent` (padded to 8 bytes).
-fn dirent(out: &mut Vec<u8>, ino: u64, off: u64, kind: drivers::FileKind, name: &OsStr) {
+fn dirent(out: &mut Vec<u8>, ino: u64, off: u64, kind: FileKind, name: &OsStr) {
     let name = name.as_bytes();
     let start = out.len();
     out.extend_from_slice(&ino.to_ne_bytes());
@@ -541,36 +567,35 @@ mod tests {
     }
 
     #[test]
-    fn writes_and_truncations_open_on_the_pool() {
-        assert!(!may_block(op::OPEN, &open_in(libc::O_RDONLY)));
-        assert!(!may_block(
-            op::OPEN,
-            &open_in(libc::O_RDONLY | libc::O_NOFOLLOW)
-        ));
-        assert!(may_block(op::OPEN, &open_in(libc::O_WRONLY)));
-        assert!(may_block(op::OPEN, &open_in(libc::O_RDWR | libc::O_APPEND)));
-        assert!(may_block(
-            op::OPEN,
-            &open_in(libc::O_RDONLY | libc::O_TRUNC)
-        ));
+    fn writes_and_truncations_may_copy_up() {
+        let read = |flags| may_block(op::OPEN, &open_in(flags));
+        assert_eq!(read(libc::O_RDONLY), Blocking::Never);
+        assert_eq!(read(libc::O_RDONLY | libc::O_NOFOLLOW), Blocking::Never);
+        assert_eq!(read(libc::O_WRONLY), Blocking::UnlessInUpper);
+        assert_eq!(read(libc::O_RDWR | libc::O_APPEND), Blocking::UnlessInUpper);
+        assert_eq!(
+            read(libc::O_RDONLY | libc::O_TRUNC),
+            Blocking::UnlessInUpper
+        );
     }
 
     #[test]
-    fn only_the_slow_opcodes_go_to_the_pool() {
+    fn only_the_slow_opcodes_may_block() {
         let none = [0u8; 128];
-        for opcode in [
-            op::SETATTR,
-            op::LINK,
-            op::RENAME,
-            op::RENAME2,
-            op::SETXATTR,
-            op::REMOVEXATTR,
-            op::FSYNC,
-            op::FSYNCDIR,
-            op::FALLOCATE,
-            op::COPY_FILE_RANGE,
-        ] {
-            assert!(may_block(opcode, &none), "opcode {opcode}");
+        let expected = [
+            (op::SETATTR, Blocking::UnlessInUpper),
+            (op::SETXATTR, Blocking::UnlessInUpper),
+            (op::REMOVEXATTR, Blocking::UnlessInUpper),
+            (op::LINK, Blocking::UnlessLinkedInUpper),
+            (op::RENAME, Blocking::UnlessRenamedInUpper),
+            (op::RENAME2, Blocking::UnlessRenamedInUpper),
+            (op::FSYNC, Blocking::Always),
+            (op::FSYNCDIR, Blocking::Always),
+            (op::FALLOCATE, Blocking::Always),
+            (op::COPY_FILE_RANGE, Blocking::Always),
+        ];
+        for (opcode, blocking) in expected {
+            assert_eq!(may_block(opcode, &none), blocking, "opcode {opcode}");
         }
         for opcode in [
             op::LOOKUP,
@@ -589,7 +614,7 @@ mod tests {
             op::GETXATTR,
             op::STATFS,
         ] {
-            assert!(!may_block(opcode, &none), "opcode {opcode}");
+            assert_eq!(may_block(opcode, &none), Blocking::Never, "opcode {opcode}");
         }
     }
 }
