@@ -482,12 +482,15 @@ impl Merged {
 
     /// Flushes directory `ino` of the upper to stable storage.
     pub fn fsyncdir(&self, ino: u64) -> io::Result<()> {
-        let t = self.lock();
         let volatile = self.upper.as_ref().is_none_or(|u| u.is_volatile());
-        if volatile || !self.in_upper(&t, ino)? {
-            return Ok(());
-        }
-        let (dir, name) = self.upper_location(&t, ino)?;
+        let (dir, name) = {
+            let t = self.lock();
+            if volatile || !self.in_upper(&t, ino)? {
+                return Ok(());
+            }
+            self.upper_location(&t, ino)?
+        };
+        // Synced without the table: other requests go on meanwhile.
         if name.is_empty() {
             return nix::unistd::fsync(dir.as_raw_fd()).map_err(io::Error::from);
         }
