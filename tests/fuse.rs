@@ -330,3 +330,44 @@ fn the_fuse_overlay_entry_takes_fuse_overlayfs_arguments() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("lowerdir"));
 }
+
+#[test]
+fn mounts_share_only_when_they_present_alike() {
+    use std::os::unix::fs::MetadataExt;
+    if !require_privileged("mounts_share_only_when_they_present_alike") {
+        return;
+    }
+    let l = Lamina::new();
+    common::import_two_layer_image(&l);
+    let (plain, mapped) = (l.mountpoint("plain"), l.mountpoint("mapped"));
+    let _plain = l.mount(&["--frontend", "fuse", "img:1"], &plain);
+    // Another presentation of the same image is a mount of its own, not a bind.
+    let _mapped = l.mount(
+        &["--frontend", "fuse", "--uidmap", "0:1000:1", "img:1"],
+        &mapped,
+    );
+    assert_eq!(std::fs::metadata(plain.join("etc/c")).unwrap().uid(), 0);
+    assert_eq!(std::fs::metadata(mapped.join("etc/c")).unwrap().uid(), 1000);
+
+    // A container's upper gets one server: a second read-write mount with
+    // other options is refused; with the same options it shares the first.
+    l.ok(["create", "img:1", "c1"]);
+    let (rw, again) = (l.mountpoint("rw"), l.mountpoint("again"));
+    let _rw = l.mount(&["--frontend", "fuse", "c1"], &rw);
+    let err = l.fails([
+        "mount",
+        "--frontend",
+        "fuse",
+        "--volatile",
+        "c1",
+        again.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("with other options") && err.contains(rw.to_str().unwrap()),
+        "{err}"
+    );
+    assert!(!is_mounted(&again));
+    let _again = l.mount(&["--frontend", "fuse", "c1"], &again);
+    std::fs::write(again.join("etc/shared"), "s").unwrap();
+    assert_eq!(std::fs::read(rw.join("etc/shared")).unwrap(), b"s");
+}

@@ -151,6 +151,12 @@ pub trait Frontend: Send + Sync {
     fn mount(&self, spec: MountSpec, target: &Path) -> Result<Option<u32>>;
     /// Unmounts `target`.
     fn unmount(&self, target: &Path) -> Result<()>;
+    /// What sets this frontend's mounts of a layer apart from another
+    /// configuration's (FUSE: presented ids, flushing, transport); empty when
+    /// nothing does. Only mounts presenting alike share one mount.
+    fn presentation(&self) -> String {
+        String::new()
+    }
 }
 
 /// Mounts a read-only [`MountSpec::Stack`] for as long as the returned guard

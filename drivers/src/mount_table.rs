@@ -52,6 +52,9 @@ pub struct MountRecord {
     /// --foreground`), which forgets the record when serving ends.
     #[serde(default)]
     pub foreground: bool,
+    /// The frontend's [`Frontend::presentation`] of the mount.
+    #[serde(default)]
+    pub presentation: String,
 }
 
 impl MountRecord {
@@ -60,7 +63,7 @@ impl MountRecord {
     fn new(
         mountpoint: &Path,
         driver: &dyn Driver,
-        frontend: FrontendKind,
+        frontend: &dyn Frontend,
         req: &MountRequest<'_>,
     ) -> MountRecord {
         MountRecord {
@@ -68,12 +71,13 @@ impl MountRecord {
             driver: driver.name().to_string(),
             layer: req.layer.to_string(),
             label: req.label.to_string(),
-            frontend,
+            frontend: frontend.kind(),
             read_only: req.read_only,
             shares: None,
             pid: None,
             layer_mounts: Vec::new(),
             foreground: false,
+            presentation: frontend.presentation(),
         }
     }
 }
@@ -230,10 +234,33 @@ impl MountTable {
                 });
             }
         }
+        let presentation = frontend.presentation();
+        if !req.read_only {
+            // One upper must not have two servers writing it.
+            if let Some(other) = same_layer
+                .iter()
+                .find(|r| !r.read_only && r.presentation != presentation)
+            {
+                return Err(DriverError::Mount {
+                    target: target.clone(),
+                    reason: format!(
+                        "{} is mounted read-write at {} with other options ({}); \
+                         use that mount or unmount it first",
+                        req.label,
+                        other.mountpoint.display(),
+                        if other.presentation.is_empty() {
+                            "the defaults"
+                        } else {
+                            &other.presentation
+                        }
+                    ),
+                });
+            }
+        }
         // Without privileges there are no bind mounts: a read-only view gets its own mount.
         let reuse = same_layer
             .iter()
-            .filter(|r| !unprivileged && !r.foreground)
+            .filter(|r| !unprivileged && !r.foreground && r.presentation == presentation)
             // A read-only view of a mounted layer is a read-only bind of its mount.
             .find(|r| {
                 r.frontend == frontend.kind() && (r.read_only == req.read_only || req.read_only)
@@ -254,7 +281,7 @@ impl MountTable {
                 None,
             ),
             None => (
-                MountRecord::new(&target, driver, frontend.kind(), req),
+                MountRecord::new(&target, driver, frontend, req),
                 Some(driver.mount_spec(req.layer, frontend.kind(), req.read_only)?),
             ),
         };
@@ -318,7 +345,7 @@ impl MountTable {
             records.push(MountRecord {
                 pid: Some(std::process::id()),
                 foreground: true,
-                ..MountRecord::new(&target, driver, frontend.kind(), req)
+                ..MountRecord::new(&target, driver, frontend, req)
             });
             self.save(&records)?;
             spec

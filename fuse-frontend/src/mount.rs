@@ -69,6 +69,29 @@ impl Frontend for FuseFrontend {
     fn unmount(&self, target: &Path) -> Result<()> {
         unmount(target)
     }
+
+    /// The options that change what a mount shows or how it keeps data:
+    /// id mappings, permission checks, flushing, and the transport.
+    fn presentation(&self) -> String {
+        let o = &self.options;
+        let mut parts = Vec::new();
+        if !o.uid_map.is_identity() {
+            parts.push(format!("uidmap={}", o.uid_map));
+        }
+        if !o.gid_map.is_identity() {
+            parts.push(format!("gidmap={}", o.gid_map));
+        }
+        if !o.check_permissions {
+            parts.push("no default_permissions".to_string());
+        }
+        if o.volatile {
+            parts.push("volatile".to_string());
+        }
+        if !o.io_uring {
+            parts.push("no io_uring".to_string());
+        }
+        parts.join(", ")
+    }
 }
 
 fn mount_error(target: &Path, reason: impl std::fmt::Display) -> DriverError {

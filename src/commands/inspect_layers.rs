@@ -225,6 +225,7 @@ pub fn mount_layer_view(
         pid: None,
         layer_mounts: Vec::new(),
         foreground: false,
+        presentation: String::new(),
     };
     Ok(app.mounts.adopt(record, |target| {
         drivers::kernel::bind_mount(&dir, target, true)
