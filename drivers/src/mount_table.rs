@@ -2,9 +2,10 @@
 //!
 //! Every mount Lamina makes is recorded in `<store root>/mounts.json` under a
 //! file lock. A second mount of a layer that is already mounted reuses the first
-//! one (a bind mount of it), so two views of a container share one overlay
-//! upper or one FUSE daemon; the layer stays mounted until its last mountpoint
-//! is put. Records whose mount vanished (a crash, a manual `umount`) or died (a
+//! one (a bind mount of it) when the frontend presents both alike
+//! ([`Frontend::presentation`]), so two views of a container share one overlay
+//! upper or one FUSE daemon; one upper never gets a second read-write server.
+//! The layer stays mounted until its last mountpoint is put. Records whose mount vanished (a crash, a manual `umount`) or died (a
 //! killed FUSE daemon: `ENOTCONN`) are found and cleaned by the next command.
 //!
 //! A mount may stack layer mounts (squashfs images the kernel frontend mounted
