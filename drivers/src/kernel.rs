@@ -216,7 +216,7 @@ pub fn bind_mount(source: &Path, target: &Path, read_only: bool) -> Result<()> {
 /// (this can take seconds on a loaded machine).
 const BUSY_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// `umount2(target, 0)`, retried while it fails with `EBUSY` for up to [`BUSY_RETRY`].
+/// `umount2(target, 0)`, retried while it fails with `EBUSY` for up to five seconds.
 pub fn umount_retrying_busy(target: &Path) -> nix::Result<()> {
     let deadline = std::time::Instant::now() + BUSY_RETRY;
     loop {

@@ -4,7 +4,7 @@
 //! apply a layer diff, produce a diff, list changes, ...). A driver never mounts
 //! anything itself: it *describes* a mount as a [`MountSpec`] and a [`Frontend`]
 //! performs it (the kernel frontend in [`kernel`], the FUSE frontend in the
-//! `fuse-frontend` crate). [`MountTable`] adds reference-counted get/put on top.
+//! `fuse-frontend` crate). [`mount_table::MountTable`] adds reference-counted get/put on top.
 //!
 //! Layers are read by the FUSE frontend through [`LayerReader`], which presents
 //! each driver's native whiteout format uniformly.
