@@ -646,11 +646,10 @@ fn ring_slow_request_does_not_hold_up_its_cpu() {
     let still_running = handler.in_flight.load(Ordering::SeqCst);
     let meta = root.expect("stat of the root");
     assert_eq!(meta.permissions().mode() & 0o7777, RING_PERM);
-    assert!(
-        root_took < Duration::from_millis(500),
-        "the root's stat took {root_took:?} beside a slow request on the same CPU"
+    assert_eq!(
+        still_running, 1,
+        "the root's stat (after {root_took:?}) was answered while the slow lookup ran"
     );
-    assert_eq!(still_running, 1, "the slow lookup was still running");
 
     let (missing, slow_took) = answer_of("stat of the slow name", &slow_stat);
     let missing = missing.expect_err("the slow name does not exist");
@@ -701,14 +700,12 @@ fn ring_pool_answers_more_blocking_requests_than_workers() {
         let e = result.expect_err("slow names do not exist");
         assert_eq!(e.kind(), io::ErrorKind::NotFound, "{name}: {e}");
     }
-    let took = start.elapsed();
     assert_eq!(
         handler.max_in_flight.load(Ordering::SeqCst),
         POOL_SIZE as u64,
-        "the pool's workers ran side by side"
+        "the pool's workers ran side by side (all answered after {:?})",
+        start.elapsed()
     );
-    // One at a time would take 6 × 400 ms.
-    assert!(took < Duration::from_millis(2_200), "took {took:?}");
     let ran = handler.slow_lookups.lock().unwrap().clone();
     assert_eq!(ran.len(), names.len(), "{ran:?}");
     for name in &names {
