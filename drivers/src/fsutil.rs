@@ -200,6 +200,18 @@ pub fn open_in_root(
     }
 }
 
+/// Creates the empty regular file `name` in `dir` with `mode` (`EEXIST` when
+/// the name is taken); the file is not kept open.
+pub fn create_empty_at(dir: BorrowedFd<'_>, name: &OsStr, mode: libc::mode_t) -> io::Result<()> {
+    open_at(
+        dir,
+        name,
+        libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+        mode,
+    )
+    .map(drop)
+}
+
 /// Opens `name` directly inside `dir` with `O_NOFOLLOW | O_CLOEXEC` added to `flags`.
 /// An empty `name` reopens `dir` itself.
 pub fn open_at(

@@ -287,13 +287,7 @@ impl Ownership {
     ) -> io::Result<FileKind> {
         let device = matches!(kind, FileKind::CharDevice | FileKind::BlockDevice);
         if self == Ownership::Xattr && device {
-            let fd = fsutil::open_at(
-                dir,
-                name,
-                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
-                0o600,
-            )?;
-            drop(fd);
+            fsutil::create_empty_at(dir, name, 0o600)?;
             return Ok(FileKind::Regular);
         }
         fsutil::mknod_at(dir, name, kind, mode, rdev)?;

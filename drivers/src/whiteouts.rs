@@ -76,13 +76,7 @@ pub fn make_whiteout_at(
             Err(e) => return Err(e),
         }
     }
-    let fd = fsutil::open_at(
-        dir,
-        name,
-        libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
-        0o600,
-    )?;
-    drop(fd);
+    fsutil::create_empty_at(dir, name, 0o600)?;
     if let Err(e) = XattrTarget::At(dir, name).set(whiteout_xattr(userxattr), b"y") {
         let _ = fsutil::unlink_at(dir, name, false);
         return Err(e);

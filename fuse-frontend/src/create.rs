@@ -180,13 +180,7 @@ impl Merged {
             }),
             |dir, tmp| {
                 if kind == FileKind::Regular {
-                    fsutil::open_at(
-                        dir,
-                        tmp,
-                        libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
-                        0o600,
-                    )
-                    .map(drop)
+                    fsutil::create_empty_at(dir, tmp, 0o600)
                 } else {
                     ownership.make_node(dir, tmp, kind, 0o600, rdev).map(drop)
                 }

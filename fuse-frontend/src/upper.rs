@@ -214,13 +214,7 @@ impl Upper {
             WhiteoutFormat::Aufs => {
                 let marker = Self::aufs_marker(name);
                 if fsutil::stat_at(dir, &marker)?.is_none() {
-                    let fd = fsutil::open_at(
-                        dir,
-                        &marker,
-                        libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
-                        0o444,
-                    )?;
-                    drop(fd);
+                    fsutil::create_empty_at(dir, &marker, 0o444)?;
                 }
                 if existing.is_some() {
                     fsutil::remove_tree_at(dir, name)?;
