@@ -18,7 +18,7 @@ use drivers::FileKind;
 use fuser::{FileAttr, FileType, FopenFlags};
 use tracing::debug;
 
-use super::{RingHandler, RingReply, RingRequest};
+use super::{read_u32, read_u64, write_u32, write_u64, RingHandler, RingReply, RingRequest};
 use crate::attr::file_type;
 use crate::backing::Backing;
 use crate::merged::{Caller, SetAttr};
@@ -181,15 +181,11 @@ struct Fields<'a>(&'a [u8]);
 
 impl Fields<'_> {
     fn u32(&self, at: usize) -> u32 {
-        self.0
-            .get(at..at + 4)
-            .map_or(0, |b| u32::from_ne_bytes(b.try_into().expect("4 bytes")))
+        read_u32(self.0, at)
     }
 
     fn u64(&self, at: usize) -> u64 {
-        self.0
-            .get(at..at + 8)
-            .map_or(0, |b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
+        read_u64(self.0, at)
     }
 }
 
@@ -313,14 +309,14 @@ impl RingServer {
             op::STATFS => {
                 let st = m.statfs()?;
                 let mut out = [0u8; 80];
-                put64(&mut out, 0, st.f_blocks);
-                put64(&mut out, 8, st.f_bfree);
-                put64(&mut out, 16, st.f_bavail);
-                put64(&mut out, 24, st.f_files);
-                put64(&mut out, 32, st.f_ffree);
-                put32(&mut out, 40, u32::try_from(st.f_bsize).unwrap_or(4096));
-                put32(&mut out, 44, u32::try_from(st.f_namemax).unwrap_or(255));
-                put32(&mut out, 48, u32::try_from(st.f_frsize).unwrap_or(4096));
+                write_u64(&mut out, 0, st.f_blocks);
+                write_u64(&mut out, 8, st.f_bfree);
+                write_u64(&mut out, 16, st.f_bavail);
+                write_u64(&mut out, 24, st.f_files);
+                write_u64(&mut out, 32, st.f_ffree);
+                write_u32(&mut out, 40, u32::try_from(st.f_bsize).unwrap_or(4096));
+                write_u32(&mut out, 44, u32::try_from(st.f_namemax).unwrap_or(255));
+                write_u32(&mut out, 48, u32::try_from(st.f_frsize).unwrap_or(4096));
                 push(reply, &out)?;
             }
             op::RELEASE => m.release(arg.u64(0)),
@@ -407,11 +403,11 @@ impl RingServer {
     fn entry_bytes(&self, attr: &FileAttr) -> [u8; 40 + ATTR_SIZE] {
         let ttl = self.server.ttl;
         let mut out = [0u8; 40 + ATTR_SIZE];
-        put64(&mut out, 0, attr.ino.0);
-        put64(&mut out, 16, ttl.as_secs());
-        put64(&mut out, 24, ttl.as_secs());
-        put32(&mut out, 32, ttl.subsec_nanos());
-        put32(&mut out, 36, ttl.subsec_nanos());
+        write_u64(&mut out, 0, attr.ino.0);
+        write_u64(&mut out, 16, ttl.as_secs());
+        write_u64(&mut out, 24, ttl.as_secs());
+        write_u32(&mut out, 32, ttl.subsec_nanos());
+        write_u32(&mut out, 36, ttl.subsec_nanos());
         put_attr(&mut out[40..], attr);
         out
     }
@@ -425,8 +421,8 @@ impl RingServer {
     fn attr(&self, reply: &mut RingReply<'_>, attr: &FileAttr) {
         let ttl: Duration = self.server.ttl;
         let mut out = [0u8; 16 + ATTR_SIZE];
-        put64(&mut out, 0, ttl.as_secs());
-        put32(&mut out, 8, ttl.subsec_nanos());
+        write_u64(&mut out, 0, ttl.as_secs());
+        write_u32(&mut out, 8, ttl.subsec_nanos());
         put_attr(&mut out[16..], attr);
         reply.push(&out);
     }
@@ -444,7 +440,7 @@ fn push(reply: &mut RingReply<'_>, bytes: &[u8]) -> io::Result<()> {
 /// `struct fuse_open_out`.
 fn open_out(reply: &mut RingReply<'_>, opened: &Opened) -> io::Result<()> {
     let mut out = [0u8; 16];
-    put64(&mut out, 0, opened.fh);
+    write_u64(&mut out, 0, opened.fh);
     let mut flags = opened.flags;
     let mut backing_id = 0;
     match opened.backing.as_deref() {
@@ -457,15 +453,15 @@ fn open_out(reply: &mut RingReply<'_>, opened: &Opened) -> io::Result<()> {
     if backing_id != 0 {
         bits |= FOPEN_PASSTHROUGH;
     }
-    put32(&mut out, 8, bits);
-    put32(&mut out, 12, backing_id);
+    write_u32(&mut out, 8, bits);
+    write_u32(&mut out, 12, backing_id);
     push(reply, &out)
 }
 
 /// `struct fuse_write_out`.
 fn write_out(reply: &mut RingReply<'_>, n: usize) -> io::Result<()> {
     let mut out = [0u8; 8];
-    put32(&mut out, 0, u32::try_from(n).unwrap_or(u32::MAX));
+    write_u32(&mut out, 0, u32::try_from(n).unwrap_or(u32::MAX));
     push(reply, &out)
 }
 
@@ -475,7 +471,7 @@ fn sized_out(reply: &mut RingReply<'_>, data: &[u8], size: u32) -> io::Result<()
     match server::sized(data, size)? {
         Sized::Size(len) => {
             let mut out = [0u8; 8];
-            put32(&mut out, 0, len);
+            write_u32(&mut out, 0, len);
             push(reply, &out)
         }
         Sized::Data(bytes) => push(reply, bytes),
@@ -529,30 +525,22 @@ fn put_attr(out: &mut [u8], attr: &FileAttr) {
     let (atime, atime_ns) = split_time(attr.atime);
     let (mtime, mtime_ns) = split_time(attr.mtime);
     let (ctime, ctime_ns) = split_time(attr.ctime);
-    put64(out, 0, attr.ino.0);
-    put64(out, 8, attr.size);
-    put64(out, 16, attr.blocks);
-    put64(out, 24, atime as u64);
-    put64(out, 32, mtime as u64);
-    put64(out, 40, ctime as u64);
-    put32(out, 48, atime_ns);
-    put32(out, 52, mtime_ns);
-    put32(out, 56, ctime_ns);
-    put32(out, 60, type_bits(attr.kind) | u32::from(attr.perm));
-    put32(out, 64, attr.nlink);
-    put32(out, 68, attr.uid);
-    put32(out, 72, attr.gid);
-    put32(out, 76, attr.rdev);
-    put32(out, 80, attr.blksize);
-    put32(out, 84, attr.flags);
-}
-
-fn put32(out: &mut [u8], at: usize, v: u32) {
-    out[at..at + 4].copy_from_slice(&v.to_ne_bytes());
-}
-
-fn put64(out: &mut [u8], at: usize, v: u64) {
-    out[at..at + 8].copy_from_slice(&v.to_ne_bytes());
+    write_u64(out, 0, attr.ino.0);
+    write_u64(out, 8, attr.size);
+    write_u64(out, 16, attr.blocks);
+    write_u64(out, 24, atime as u64);
+    write_u64(out, 32, mtime as u64);
+    write_u64(out, 40, ctime as u64);
+    write_u32(out, 48, atime_ns);
+    write_u32(out, 52, mtime_ns);
+    write_u32(out, 56, ctime_ns);
+    write_u32(out, 60, type_bits(attr.kind) | u32::from(attr.perm));
+    write_u32(out, 64, attr.nlink);
+    write_u32(out, 68, attr.uid);
+    write_u32(out, 72, attr.gid);
+    write_u32(out, 76, attr.rdev);
+    write_u32(out, 80, attr.blksize);
+    write_u32(out, 84, attr.flags);
 }
 
 #[cfg(test)]

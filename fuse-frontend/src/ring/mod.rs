@@ -107,3 +107,25 @@ pub(crate) trait RingHandler: Send + Sync + 'static {
         false
     }
 }
+
+/// The native-endian u32 at `at` in `buf`; 0 past its end.
+pub(crate) fn read_u32(buf: &[u8], at: usize) -> u32 {
+    buf.get(at..at + 4)
+        .map_or(0, |b| u32::from_ne_bytes(b.try_into().expect("4 bytes")))
+}
+
+/// The native-endian u64 at `at` in `buf`; 0 past its end.
+pub(crate) fn read_u64(buf: &[u8], at: usize) -> u64 {
+    buf.get(at..at + 8)
+        .map_or(0, |b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
+}
+
+/// Writes `value` native-endian at `at` in `buf`.
+pub(crate) fn write_u32(buf: &mut [u8], at: usize, value: u32) {
+    buf[at..at + 4].copy_from_slice(&value.to_ne_bytes());
+}
+
+/// Writes `value` native-endian at `at` in `buf`.
+pub(crate) fn write_u64(buf: &mut [u8], at: usize, value: u64) {
+    buf[at..at + 8].copy_from_slice(&value.to_ne_bytes());
+}

@@ -49,7 +49,7 @@ use std::thread::JoinHandle;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use tracing::{debug, error, info, warn};
 
-use super::{RingHandler, RingReply, RingRequest};
+use super::{read_u32, read_u64, write_u32, write_u64, RingHandler, RingReply, RingRequest};
 
 /// Where the kernel tells whether FUSE servers may use io_uring.
 const ENABLE_URING_PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
@@ -1474,30 +1474,6 @@ fn uring_cmd(
         }
     }
     entry
-}
-
-/// Reads a native-endian u32 at `offset`.
-fn read_u32(buf: &[u8], offset: usize) -> u32 {
-    let mut b = [0u8; 4];
-    b.copy_from_slice(&buf[offset..offset + 4]);
-    u32::from_ne_bytes(b)
-}
-
-/// Reads a native-endian u64 at `offset`.
-fn read_u64(buf: &[u8], offset: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&buf[offset..offset + 8]);
-    u64::from_ne_bytes(b)
-}
-
-/// Writes a native-endian u32 at `offset`.
-fn write_u32(buf: &mut [u8], offset: usize, value: u32) {
-    buf[offset..offset + 4].copy_from_slice(&value.to_ne_bytes());
-}
-
-/// Writes a native-endian u64 at `offset`.
-fn write_u64(buf: &mut [u8], offset: usize, value: u64) {
-    buf[offset..offset + 8].copy_from_slice(&value.to_ne_bytes());
 }
 
 #[cfg(test)]
