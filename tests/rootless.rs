@@ -338,14 +338,7 @@ fn runc_rootless(driver: &str) {
     let Some((l, uid, _gid)) = rootless_store(&test) else {
         return;
     };
-    if Command::new("runc").arg("--version").output().is_err()
-        || test_support::sample::find_busybox().is_none()
-    {
-        assert!(
-            std::env::var("LAMINA_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
-            "CI installs runc and busybox-static"
-        );
-        eprintln!("skipped {test}: runc or a static busybox is missing");
+    if !common::runc_and_busybox(&test) {
         return;
     }
     l.ok(["sample"]);

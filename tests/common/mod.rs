@@ -154,6 +154,26 @@ impl Lamina {
     }
 }
 
+/// Whether runc and a static busybox (the sample image's shell) are here for
+/// `test`; without them it is skipped with a printed reason, or fails in CI
+/// (which installs both).
+pub fn runc_and_busybox(test: &str) -> bool {
+    if std::process::Command::new("runc")
+        .arg("--version")
+        .output()
+        .is_ok()
+        && test_support::sample::find_busybox().is_some()
+    {
+        return true;
+    }
+    assert!(
+        std::env::var("LAMINA_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
+        "{test}: CI installs runc and busybox-static"
+    );
+    eprintln!("skipped {test}: runc or a static busybox is missing");
+    false
+}
+
 /// Imports `img:1`: `/etc/a`, `/etc/b` in a gzip layer, then a plain layer that
 /// whites out `/etc/b` and adds `/etc/c`.
 pub fn import_two_layer_image(l: &Lamina) {
